@@ -16,6 +16,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use pgsync_names::sql::{quote_ident, quote_literal};
 use tempfile::TempDir;
 use tokio_postgres::{Client, NoTls};
 
@@ -534,16 +535,6 @@ impl Drop for Cluster {
     }
 }
 
-/// `name` as a double-quoted SQL identifier.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// `value` as a single-quoted SQL literal.
-pub fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
-}
-
 /// A value for a libpq key/value connection string, quoted when needed.
 fn quote_dsn_value(value: &str) -> String {
     if !value.is_empty() && !value.contains([' ', '\'', '\\', '=']) {
@@ -609,11 +600,5 @@ mod tests {
         assert_eq!(quote_dsn_value("my db"), "'my db'");
         assert_eq!(quote_dsn_value("it's"), r"'it\'s'");
         assert_eq!(quote_dsn_value(""), "''");
-    }
-
-    #[test]
-    fn identifiers_and_literals_double_their_quotes() {
-        assert_eq!(quote_ident(r#"we"ird"#), r#""we""ird""#);
-        assert_eq!(quote_literal("it's"), "'it''s'");
     }
 }

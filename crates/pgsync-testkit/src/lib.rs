@@ -25,7 +25,7 @@ mod pgbench;
 mod process;
 
 pub use binaries::{PG_BIN_ENV, PgBinaries};
-pub use cluster::{Cluster, ClusterBuilder, HostAuth, SUPERUSER, quote_ident, quote_literal};
+pub use cluster::{Cluster, ClusterBuilder, HostAuth, SUPERUSER};
 pub use error::{Result, TestkitError};
 pub use os_user::OS_USER_ENV;
 pub use pgbench::{Pgbench, PgbenchLoad, PgbenchReport, RunningPgbench};
