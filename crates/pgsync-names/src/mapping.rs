@@ -103,27 +103,27 @@ impl Mapping {
         let mut inv = Mapping::identity();
         for (src, columns) in tables {
             let dst = self.table(src);
-            if let Some(other) = inv.tables.insert(dst.clone(), src.clone()) {
-                if &other != src {
-                    return Err(NameError::Collision {
-                        first: other.to_string(),
-                        second: src.to_string(),
-                        target: dst.to_string(),
-                    });
-                }
+            if let Some(other) = inv.tables.insert(dst.clone(), src.clone())
+                && &other != src
+            {
+                return Err(NameError::Collision {
+                    first: other.to_string(),
+                    second: src.to_string(),
+                    target: dst.to_string(),
+                });
             }
             inv.schemas.insert(dst.schema.clone(), src.schema.clone());
             let cols = inv.columns.entry(dst.clone()).or_default();
             for c in columns {
                 let d = self.column(src, c);
-                if let Some(other) = cols.insert(d.clone(), c.clone()) {
-                    if &other != c {
-                        return Err(NameError::Collision {
-                            first: format!("{src}.{other}"),
-                            second: format!("{src}.{c}"),
-                            target: format!("{dst}.{d}"),
-                        });
-                    }
+                if let Some(other) = cols.insert(d.clone(), c.clone())
+                    && &other != c
+                {
+                    return Err(NameError::Collision {
+                        first: format!("{src}.{other}"),
+                        second: format!("{src}.{c}"),
+                        target: format!("{dst}.{d}"),
+                    });
                 }
             }
         }
