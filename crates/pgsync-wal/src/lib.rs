@@ -1,0 +1,9 @@
+//! Reading changes out of PostgreSQL: LSNs, the logical replication protocol, pgoutput.
+//!
+//! tokio-postgres cannot speak the replication sub-protocol (no CopyBoth), so this crate
+//! has its own small client for it, built on `postgres-protocol`; ordinary SQL stays on
+//! tokio-postgres. The pgoutput decoder is sans-IO and zero-copy over `bytes::Bytes`.
+
+mod lsn;
+
+pub use lsn::{AtomicLsn, Lsn, ParseLsnError};
