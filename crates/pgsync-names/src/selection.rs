@@ -47,6 +47,13 @@ impl Pattern {
         self.table == "*"
     }
 
+    /// The one table this pattern names, when it has no wildcard.
+    pub fn literal(&self) -> Option<QualifiedName> {
+        let wild = |s: &str| s.contains(['*', '?']);
+        (!wild(&self.schema) && !wild(&self.table))
+            .then(|| QualifiedName::new(&self.schema, &self.table))
+    }
+
     /// Whether it can match tables in `schema`.
     pub fn matches_schema(&self, schema: &str) -> bool {
         glob(&self.schema, schema)

@@ -1,0 +1,11 @@
+//! Task orchestration: the task spec, the precheck, and (built on the other crates) the
+//! lifecycle create -> precheck -> slot and publication -> schema -> full -> incremental.
+
+mod endpoint;
+mod names;
+pub mod precheck;
+mod spec;
+
+pub use endpoint::{DsnError, Endpoint};
+pub use names::{Direction, STATE_SCHEMA, TaskNames};
+pub use spec::{ExistingTables, MAX_NAME_LEN, SpecError, SyncSpec, TaskSpec};

@@ -1,0 +1,12 @@
+//! Precheck: everything that can be known before anything is written, each item
+//! pass / warn / fail with the exact fix. It only reads (catalog queries and `SHOW`), so a
+//! failing precheck leaves both servers as they were.
+//!
+//! The checks of one side stop at the first item that makes the rest meaningless (no
+//! connection), so a wrong password gives one clear line, not ten derived ones.
+
+mod checks;
+mod report;
+
+pub use checks::run;
+pub use report::{Check, Report, Side, Status};

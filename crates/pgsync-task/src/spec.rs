@@ -1,0 +1,247 @@
+//! The task spec: what the TOML file says, validated before anything connects.
+//!
+//! Unknown keys are errors (a misspelt `two_wya = true` must not silently mean the
+//! default), and every error names the key and says what is accepted. The keys in the
+//! README are the stable contract; new ones get defaults so old files keep working.
+
+use std::path::Path;
+
+use pgsync_names::{Mapping, Selection};
+use serde::Deserialize;
+
+use crate::endpoint::Endpoint;
+
+/// A task: one source, one destination, what to sync and how.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// Task name: prefixes the slot, publication and origin names.
+    pub name: String,
+    /// Cluster A.
+    pub source: Endpoint,
+    /// Cluster B.
+    pub destination: Endpoint,
+    /// What to sync.
+    #[serde(default)]
+    pub sync: SyncSpec,
+    /// Which tables.
+    #[serde(default)]
+    pub objects: Selection,
+    /// Renames on the way from A to B.
+    #[serde(default)]
+    pub mapping: Mapping,
+}
+
+/// The `[sync]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncSpec {
+    /// Also run the reverse task (B -> A).
+    pub two_way: bool,
+    /// Create the schema on the destination first.
+    pub schema: bool,
+    /// Copy existing rows before streaming.
+    pub full: bool,
+    /// Replay DDL of the source on the destination.
+    pub ddl: bool,
+    /// What to do with selected tables that already exist on the destination.
+    pub existing_tables: ExistingTables,
+    /// Parallel workers of the full copy.
+    pub copy_workers: u16,
+}
+
+impl Default for SyncSpec {
+    fn default() -> Self {
+        Self {
+            two_way: false,
+            schema: true,
+            full: true,
+            ddl: true,
+            existing_tables: ExistingTables::Error,
+            copy_workers: 4,
+        }
+    }
+}
+
+/// Tables that already exist on the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExistingTables {
+    /// Refuse to start, listing them.
+    Error,
+    /// Keep them as they are; on a key clash during the copy keep the destination row.
+    Ignore,
+}
+
+/// The spec cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpecError {
+    /// The file cannot be read.
+    #[error("cannot read the task file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown or ill-typed keys (the message has line and key).
+    #[error("task file {path}: {message}")]
+    Toml {
+        /// The file (or `<inline>`).
+        path: String,
+        /// toml's own message, with the line, column and key.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("task file {path}: {message}")]
+    Invalid {
+        /// The file (or `<inline>`).
+        path: String,
+        /// What is wrong and what is accepted.
+        message: String,
+    },
+}
+
+impl TaskSpec {
+    /// Reads and validates a task file.
+    pub fn from_file(path: &Path) -> Result<Self, SpecError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::from_toml(&text, &shown)
+    }
+
+    /// Parses and validates TOML text; `origin` names it in messages.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, SpecError> {
+        let spec: TaskSpec = toml::from_str(text).map_err(|e| SpecError::Toml {
+            path: origin.into(),
+            message: e.to_string(),
+        })?;
+        spec.validate().map_err(|message| SpecError::Invalid {
+            path: origin.into(),
+            message,
+        })?;
+        Ok(spec)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        validate_name(&self.name)?;
+        if !(1..=64).contains(&self.sync.copy_workers) {
+            return Err(format!(
+                "sync.copy_workers = {} is out of range (1..=64)",
+                self.sync.copy_workers
+            ));
+        }
+        if self.objects.include.is_empty() {
+            return Err(
+                "objects.include is empty: nothing would be synced (e.g. include = [\"public.*\"])"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Task names end up in slot names, which PostgreSQL limits to lower-case letters, digits
+/// and underscores, 63 bytes; the longest suffix pgsync adds is 8 bytes.
+pub const MAX_NAME_LEN: usize = 40;
+
+fn validate_name(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if name.is_empty() || name.len() > MAX_NAME_LEN || !ok_chars {
+        return Err(format!(
+            "name = {name:?} is not usable: it prefixes replication slot names, so it must be 1 to \
+             {MAX_NAME_LEN} characters of a-z, 0-9 and _ (e.g. name = \"shop\")"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "shop"
+[source]
+dsn = "host=127.0.0.1 port=5432 user=postgres dbname=shop"
+[destination]
+dsn = "postgres://postgres@127.0.0.1:5433/shop"
+[sync]
+two_way = false
+schema = true
+full = true
+ddl = true
+[objects]
+include = ["public.*"]
+exclude = []
+"#;
+
+    #[test]
+    fn the_readme_example_parses() {
+        let spec = TaskSpec::from_toml(GOOD, "shop.toml").unwrap();
+        assert_eq!(spec.name, "shop");
+        assert_eq!(spec.destination.describe(), "postgres@127.0.0.1:5433/shop");
+        assert_eq!(spec.sync.copy_workers, 4);
+        assert!(spec.mapping.is_identity());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let text = GOOD.replace("two_way = false", "two_wya = false");
+        let err = TaskSpec::from_toml(&text, "shop.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("two_wya"), "{err}");
+        assert!(err.contains("shop.toml"), "{err}");
+    }
+
+    #[test]
+    fn malformed_toml_reports_the_line() {
+        let err = TaskSpec::from_toml("name = \"shop\"\n[source\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn bad_names_and_values_say_what_is_accepted() {
+        let err = TaskSpec::from_toml(
+            &GOOD.replace("\"shop\"\n[source]", "\"Shop-1\"\n[source]"),
+            "x",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("a-z, 0-9 and _"), "{err}");
+        let err = TaskSpec::from_toml(
+            &GOOD.replace("ddl = true", "ddl = true\ncopy_workers = 0"),
+            "x",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("copy_workers"), "{err}");
+        let err = TaskSpec::from_toml(
+            &GOOD.replace("include = [\"public.*\"]", "include = [\"orders\"]"),
+            "x",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("schema.table"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_section_is_named() {
+        let text = GOOD.replace(
+            "[destination]\ndsn = \"postgres://postgres@127.0.0.1:5433/shop\"\n",
+            "",
+        );
+        let err = TaskSpec::from_toml(&text, "x").unwrap_err().to_string();
+        assert!(err.contains("destination"), "{err}");
+    }
+}

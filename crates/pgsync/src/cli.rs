@@ -1,0 +1,49 @@
+//! Arguments, as clap sees them. Every subcommand takes the task file with `--config`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Keep two PostgreSQL databases in sync in both directions.
+#[derive(Debug, Parser)]
+#[command(name = "pgsync", version, about, long_about = None)]
+pub(crate) struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
+    pub(crate) log_format: LogFormat,
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub(crate) verbose: u8,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Lines for people.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Check both servers before anything is written; exit 3 if an item fails.
+    Precheck(PrecheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TaskFile {
+    /// The task file (TOML).
+    #[arg(short, long, value_name = "FILE")]
+    pub(crate) config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PrecheckArgs {
+    #[command(flatten)]
+    pub(crate) task: TaskFile,
+    /// Print the report as JSON (for automation).
+    #[arg(long)]
+    pub(crate) json: bool,
+}

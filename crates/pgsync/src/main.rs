@@ -1,0 +1,67 @@
+//! `pgsync`: the command line. Thin by design: it parses arguments and the task file,
+//! sets up logging, calls into the libraries and maps the outcome to an exit code.
+//!
+//! Exit codes (stable, for scripts):
+//! | code | meaning                                                        |
+//! |------|----------------------------------------------------------------|
+//! | 0    | success                                                        |
+//! | 1    | the task failed at run time (the message says why)             |
+//! | 2    | bad usage or a bad task file: nothing was connected or written |
+//! | 3    | precheck found failures: nothing was written                   |
+
+mod cli;
+mod logging;
+mod precheck;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+/// Process exit codes; see the module doc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exit {
+    Ok = 0,
+    Failed = 1,
+    BadInput = 2,
+    PrecheckFailed = 3,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> Self {
+        ExitCode::from(e as u8)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format, cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return Exit::Failed.into();
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Precheck(args) => precheck::run(args).await,
+        }
+    });
+    match outcome {
+        Ok(exit) => exit.into(),
+        Err(e) => {
+            let code = if e.downcast_ref::<pgsync_task::SpecError>().is_some() {
+                Exit::BadInput
+            } else {
+                Exit::Failed
+            };
+            tracing::error!("{e:#}");
+            code.into()
+        }
+    }
+}
