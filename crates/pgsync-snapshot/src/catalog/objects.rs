@@ -192,6 +192,10 @@ pub(super) async fn functions(client: &Client, schemas: &[String]) -> Result<Vec
          JOIN pg_catalog.pg_namespace n ON n.oid = x.pronamespace
          LEFT JOIN pg_catalog.pg_aggregate a ON a.aggfnoid = x.oid
          WHERE n.nspname = ANY($1) AND {NOT_EXTENSION_MEMBER}
+           -- range and multirange constructors come with their type
+           AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend i
+                           WHERE i.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+                             AND i.objid = x.oid AND i.deptype = 'i')
          ORDER BY x.oid"
     );
     let rows = client

@@ -43,6 +43,13 @@ pub(crate) struct JobContext<'a> {
     pub(crate) reporter: &'a Reporter,
 }
 
+/// Whether a CopyData message holds a row. The server sends one message per row; binary
+/// COPY adds its 19-byte header to the first message and sends the `-1` trailer on its
+/// own (or with the header, when there are no rows).
+fn is_row(message: &[u8], binary: bool) -> bool {
+    !(binary && message.ends_with(&[0xff, 0xff]) && matches!(message.len(), 2 | 21))
+}
+
 /// Source `COPY .. TO STDOUT` for the job.
 pub(crate) fn source_sql(t: &TablePlan, job: &Job, binary: bool) -> String {
     let format = if binary { " (FORMAT binary)" } else { "" };
@@ -100,6 +107,7 @@ pub(crate) async fn run(src: &Client, dst: &Client, cx: &JobContext<'_>) -> Resu
     let (mut bytes, mut messages) = (0u64, 0u64);
     let (mut pending_rows, mut pending_bytes) = (0u64, 0u64);
     let (mut report_rows, mut report_bytes) = (0u64, 0u64);
+    let (mut sent_rows, mut sent_bytes) = (0u64, 0u64);
     let mut last_report = Instant::now();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(SnapshotError::db(
@@ -107,9 +115,10 @@ pub(crate) async fn run(src: &Client, dst: &Client, cx: &JobContext<'_>) -> Resu
             format!("reading rows of {}", t.source),
         ))?;
         let len = chunk.len() as u64;
+        let row = u64::from(is_row(&chunk, cx.binary));
         bytes += len;
-        messages += 1;
-        pending_rows += 1;
+        messages += row;
+        pending_rows += row;
         pending_bytes += len;
         sink.feed(chunk)
             .await
@@ -126,6 +135,8 @@ pub(crate) async fn run(src: &Client, dst: &Client, cx: &JobContext<'_>) -> Resu
                     rows: report_rows,
                     bytes: report_bytes,
                 });
+                sent_rows += report_rows;
+                sent_bytes += report_bytes;
                 report_rows = 0;
                 report_bytes = 0;
                 last_report = Instant::now();
@@ -138,16 +149,10 @@ pub(crate) async fn run(src: &Client, dst: &Client, cx: &JobContext<'_>) -> Resu
         .finish()
         .await
         .map_err(dest_err("finishing COPY FROM into"))?;
-    // Binary COPY sends the header with the first row and the trailer on its own.
-    let counted = if cx.binary {
-        messages.saturating_sub(1)
-    } else {
-        messages
-    };
     cx.reporter.send(Progress::Copied {
         table: t.source.clone(),
-        rows: (counted.saturating_sub(report_rows)).min(rows.saturating_sub(report_rows)),
-        bytes: bytes - report_bytes,
+        rows: messages.min(rows).saturating_sub(sent_rows),
+        bytes: bytes.saturating_sub(sent_bytes),
     });
     let committed = if t.existed {
         let c = dst
