@@ -5,6 +5,7 @@ mod endpoint;
 mod names;
 pub mod precheck;
 mod spec;
+pub mod state;
 
 pub use endpoint::{DsnError, Endpoint};
 pub use names::{Direction, STATE_SCHEMA, TaskNames};
