@@ -5,5 +5,9 @@
 //! tokio-postgres. The pgoutput decoder is sans-IO and zero-copy over `bytes::Bytes`.
 
 mod lsn;
+pub mod pgoutput;
+pub mod txn;
 
 pub use lsn::{AtomicLsn, Lsn, ParseLsnError};
+pub use pgoutput::{PgTimestamp, Relation, RelationColumn, ReplicaIdentity, Tuple};
+pub use txn::{Change, Transaction};
