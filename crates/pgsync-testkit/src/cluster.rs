@@ -398,6 +398,19 @@ impl Cluster {
         append(&self.data_dir().join("postgresql.conf"), &text)
     }
 
+    /// Writes `contents` to `name` in the data directory, owned by the server's OS user with
+    /// mode 0600 (as the server demands of e.g. `ssl_key_file`), and returns its path.
+    pub fn write_server_file(&self, name: &str, contents: &[u8]) -> Result<PathBuf> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = self.data_dir().join(name);
+        std::fs::write(&path, contents)
+            .map_err(TestkitError::io(format!("writing {}", path.display())))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(TestkitError::io(format!("chmod {}", path.display())))?;
+        self.run_as.own(&path)?;
+        Ok(path)
+    }
+
     /// Whether the server is up (as far as the kit knows).
     pub fn is_running(&self) -> bool {
         self.running

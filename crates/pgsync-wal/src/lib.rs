@@ -4,10 +4,19 @@
 //! has its own small client for it, built on `postgres-protocol`; ordinary SQL stays on
 //! tokio-postgres. The pgoutput decoder is sans-IO and zero-copy over `bytes::Bytes`.
 
+pub mod conn;
+mod error;
 mod lsn;
+pub mod stream;
 pub mod pgoutput;
 pub mod txn;
 
+pub use conn::{
+    CreateSlot, CreatedSlot, ReplicationConfig, ReplicationConnection, SlotSnapshot, SslMode,
+    StartOptions, Streaming, SystemIdentity,
+};
+pub use error::{Retry, ServerError, SqlState, WalError};
 pub use lsn::{AtomicLsn, Lsn, ParseLsnError};
+pub use stream::{FeedbackHandle, ReplicationStream, XLogData};
 pub use pgoutput::{PgTimestamp, Relation, RelationColumn, ReplicaIdentity, Tuple};
 pub use txn::{Change, Transaction};

@@ -1,0 +1,321 @@
+//! The task that owns the socket during streaming.
+//!
+//! One loop, one `select!` in priority order (`biased`):
+//!
+//! 1. **shutdown** — the consumer asked to stop (CopyDone exchange) or went away;
+//! 2. **pending write** — bytes of a status update still to go out, then a flush;
+//! 3. **deadline** — the status-update timer, or the consumer asking for one now;
+//! 4. **WAL to the consumer** — held XLogData moves into the channel when it has room;
+//! 5. **the socket** — the next frame (XLogData, keepalive, CopyDone, error), read only
+//!    while the held bytes are under budget.
+//!
+//! Every branch's future is cancel-safe (`FrameReader::next`, `write_buf`, `flush`,
+//! `Sender::reserve_owned`, `sleep_until`, `Notified`, a oneshot receiver), so whichever branch
+//! wins, the others lose nothing.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::BytesMut;
+use postgres_protocol::message::backend::Message;
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, sleep_until, timeout};
+
+use super::Shared;
+use super::feedback::Feedback;
+use super::wire::{self, CopyMessage, XLogData};
+use crate::conn::{Backend, FrameReader, Socket, message_name, server_error};
+use crate::error::WalError;
+
+const DURING: &str = "streaming";
+/// How long a clean stop waits for the server to finish the CopyBoth exchange.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+pub(super) struct SocketTask {
+    reader: FrameReader<ReadHalf<Socket>>,
+    writer: WriteHalf<Socket>,
+    out: BytesMut,
+    unflushed: bool,
+    tx: mpsc::Sender<XLogData>,
+    held: VecDeque<XLogData>,
+    held_bytes: usize,
+    max_held_bytes: usize,
+    feedback: Feedback,
+    shared: Arc<Shared>,
+    last_notice: Option<String>,
+}
+
+/// What a frame from the socket means for the loop.
+enum Next {
+    Continue,
+    /// The server sent CopyDone.
+    ServerDone,
+    /// The consumer dropped the stream.
+    ConsumerGone,
+}
+
+impl SocketTask {
+    pub(super) fn new(
+        reader: FrameReader<ReadHalf<Socket>>,
+        writer: WriteHalf<Socket>,
+        tx: mpsc::Sender<XLogData>,
+        shared: Arc<Shared>,
+        interval: Duration,
+        max_held_bytes: usize,
+    ) -> Self {
+        Self {
+            reader,
+            writer,
+            out: BytesMut::with_capacity(256),
+            unflushed: false,
+            tx,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            max_held_bytes,
+            feedback: Feedback::new(interval, Instant::now()),
+            shared,
+            last_notice: None,
+        }
+    }
+
+    /// Runs until the server ends the stream, the consumer stops or drops it, or an error.
+    pub(super) async fn run(mut self, mut stop: oneshot::Receiver<()>) -> Result<(), WalError> {
+        let result = self.run_loop(&mut stop).await;
+        if let Err(e) = &result {
+            tracing::debug!(target: "pgsync_wal::stream", error = %e, "stream ended with an error");
+        }
+        result
+    }
+
+    async fn run_loop(&mut self, stop: &mut oneshot::Receiver<()>) -> Result<(), WalError> {
+        loop {
+            let due = self.feedback.due();
+            let can_read = self.held_bytes < self.max_held_bytes;
+            tokio::select! {
+                biased;
+                // 1. Shutdown: a clean stop, or the consumer dropped the stream.
+                asked = &mut *stop => {
+                    return match asked {
+                        Ok(()) => self.finish().await,
+                        Err(_) => {
+                            self.last_status().await;
+                            Ok(())
+                        }
+                    };
+                }
+                // 2. Pending write, then flush (TLS keeps records until flushed).
+                sent = send(&mut self.writer, &mut self.out), if self.unflushed => {
+                    sent.map_err(|e| self.lost(e))?;
+                    self.unflushed = false;
+                }
+                // 3. Deadline: the status-update timer, or the consumer asking now.
+                () = sleep_until(due) => self.queue_status(),
+                () = self.shared.poke.notified() => self.queue_status(),
+                // 4. WAL to the consumer.
+                permit = self.tx.clone().reserve_owned(), if !self.held.is_empty() => match permit {
+                    Ok(permit) => {
+                        let x = self.held.pop_front().expect("held is not empty");
+                        self.held_bytes -= x.data.len();
+                        permit.send(x);
+                    }
+                    Err(_) => return Ok(()),
+                },
+                // 5. The socket.
+                frame = self.reader.next(DURING), if can_read => {
+                    let frame = frame.map_err(|e| self.with_notice(e))?;
+                    match self.on_frame(frame)? {
+                        Next::Continue => {}
+                        Next::ServerDone => return self.server_done().await,
+                        Next::ConsumerGone => return Ok(()),
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_frame(&mut self, frame: Backend) -> Result<Next, WalError> {
+        match frame {
+            Backend::CopyData(body) => match wire::parse(body)? {
+                CopyMessage::XLogData(x) => {
+                    self.feedback.on_xlogdata(x.wal_start);
+                    self.shared.received.fetch_max(x.wal_start);
+                    return Ok(self.forward(x));
+                }
+                CopyMessage::Keepalive {
+                    wal_end,
+                    reply_requested,
+                } => {
+                    let pending =
+                        !self.held.is_empty() || self.tx.capacity() < self.tx.max_capacity();
+                    let confirmed = self.shared.confirmed.load();
+                    if self
+                        .feedback
+                        .on_keepalive(wal_end, reply_requested, confirmed, pending)
+                    {
+                        self.queue_status();
+                    }
+                }
+            },
+            // CopyDone, or (a walsender finishing for a server shutdown) CommandComplete.
+            Backend::Message(Message::CopyDone | Message::CommandComplete(_)) => {
+                return Ok(Next::ServerDone);
+            }
+            Backend::Message(Message::ErrorResponse(body)) => {
+                return Err(server_error(&body, "streaming changes"));
+            }
+            Backend::Message(Message::NoticeResponse(body)) => {
+                self.last_notice = Some(notice_text(&body));
+                crate::conn::log_notice(&body);
+            }
+            Backend::Message(Message::ParameterStatus(_)) => {}
+            Backend::Message(other) => {
+                return Err(WalError::protocol(format!(
+                    "unexpected {} while streaming",
+                    message_name(&other)
+                )));
+            }
+            Backend::CopyBothResponse => {
+                return Err(WalError::protocol(
+                    "a second CopyBothResponse while streaming",
+                ));
+            }
+        }
+        Ok(Next::Continue)
+    }
+
+    /// Into the channel if it has room and nothing is held, else held (in order).
+    fn forward(&mut self, x: XLogData) -> Next {
+        if self.held.is_empty() {
+            match self.tx.try_send(x) {
+                Ok(()) => return Next::Continue,
+                Err(mpsc::error::TrySendError::Closed(_)) => return Next::ConsumerGone,
+                Err(mpsc::error::TrySendError::Full(x)) => {
+                    self.held_bytes += x.data.len();
+                    self.held.push_back(x);
+                }
+            }
+        } else {
+            self.held_bytes += x.data.len();
+            self.held.push_back(x);
+        }
+        Next::Continue
+    }
+
+    fn queue_status(&mut self) {
+        let status = self
+            .feedback
+            .status(self.shared.confirmed.load(), Instant::now());
+        tracing::trace!(target: "pgsync_wal::stream", ?status, "status update");
+        wire::status_update(
+            status.write,
+            status.flush,
+            status.apply,
+            SystemTime::now(),
+            &mut self.out,
+        );
+        self.unflushed = true;
+    }
+
+    /// The server ended the stream: answer CopyDone, read to ReadyForQuery (or EOF), then
+    /// hand the held messages to the consumer.
+    async fn server_done(&mut self) -> Result<(), WalError> {
+        self.queue_status();
+        frontend::copy_done(&mut self.out);
+        let _ = timeout(STOP_GRACE, self.drain_to_end()).await;
+        for x in std::mem::take(&mut self.held) {
+            if self.tx.send(x).await.is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// A clean stop asked by the consumer.
+    async fn finish(&mut self) -> Result<(), WalError> {
+        self.queue_status();
+        frontend::copy_done(&mut self.out);
+        match timeout(STOP_GRACE, self.drain_to_end()).await {
+            Ok(result) => result,
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Best effort: one last status update when the consumer vanished without `stop`.
+    async fn last_status(&mut self) {
+        self.queue_status();
+        let _ = timeout(Duration::from_secs(1), self.write_out()).await;
+    }
+
+    async fn write_out(&mut self) -> Result<(), WalError> {
+        send(&mut self.writer, &mut self.out)
+            .await
+            .map_err(|e| WalError::io("sending to the server", e))?;
+        self.unflushed = false;
+        Ok(())
+    }
+
+    /// Writes what is queued, then discards frames until the server's CopyDone,
+    /// CommandComplete and ReadyForQuery (or EOF), and sends Terminate.
+    async fn drain_to_end(&mut self) -> Result<(), WalError> {
+        self.write_out().await?;
+        loop {
+            match self.reader.next("ending the stream").await {
+                Ok(Backend::Message(Message::ReadyForQuery(_))) => break,
+                Ok(Backend::Message(Message::ErrorResponse(body))) => {
+                    return Err(server_error(&body, "ending the stream"));
+                }
+                Ok(_) => {}
+                Err(WalError::ConnectionLost { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        frontend::terminate(&mut self.out);
+        self.write_out().await?;
+        let _ = self.writer.shutdown().await;
+        Ok(())
+    }
+
+    fn lost(&self, e: std::io::Error) -> WalError {
+        self.with_notice(WalError::io("sending a status update", e))
+    }
+
+    /// Adds the server's last notice (e.g. "terminating connection due to immediate
+    /// shutdown command") to a lost-connection error.
+    fn with_notice(&self, e: WalError) -> WalError {
+        match (e, &self.last_notice) {
+            (WalError::ConnectionLost { during, reason }, Some(notice)) => {
+                WalError::ConnectionLost {
+                    during,
+                    reason: format!("{reason} (the server said: {notice})"),
+                }
+            }
+            (e, _) => e,
+        }
+    }
+}
+
+/// Writes all of `out` and flushes. Cancel-safe: what was written is gone from `out`, the
+/// rest stays; calling again continues.
+async fn send(writer: &mut WriteHalf<Socket>, out: &mut BytesMut) -> std::io::Result<()> {
+    while !out.is_empty() {
+        writer.write_buf(out).await?;
+    }
+    writer.flush().await
+}
+
+fn notice_text(body: &postgres_protocol::message::backend::NoticeResponseBody) -> String {
+    use fallible_iterator::FallibleIterator;
+    let mut fields = body.fields();
+    let (mut code, mut message) = (String::new(), String::new());
+    while let Ok(Some(f)) = fields.next() {
+        match f.type_() {
+            b'C' => code = String::from_utf8_lossy(f.value_bytes()).into_owned(),
+            b'M' => message = String::from_utf8_lossy(f.value_bytes()).into_owned(),
+            _ => {}
+        }
+    }
+    format!("{message} [SQLSTATE {code}]")
+}
