@@ -78,7 +78,9 @@
 //!
 //! * **Tombstones for every local delete** (and for the old key of a local key-changing
 //!   update), kept longer than the replication lag; beyond the bound, delete wins (see
-//!   [`tombstone`](TombstoneSet) for the horizon and why).
+//!   [`TombstoneRetention`] for the horizon and why). The model checks that with
+//!   tombstones pruned at once the nodes only ever differ by a missing row, never by
+//!   different rows at a key.
 //! * **Synchronised clocks.** A local write replacing a row must commit later than the
 //!   version it replaces. A node whose clock lags by more than the time between applying
 //!   a remote write and overwriting it locally can lose that overwrite on the other node.
@@ -92,9 +94,16 @@
 //!
 //! A table may declare numeric *delta columns*: for an update that meets its row, they
 //! are written as `col = col + (new - old)` whatever is decided for the other columns
-//! ([`Resolution::delta_columns`]), so concurrent increments on both nodes all survive. When
-//! the rest of the row is kept, the write must not change the row's last writer
-//! ([`Resolution::keep_writer`]): the applier records the kept stamp next to the row.
+//! ([`Resolution::delta_columns`]), so concurrent increments on both nodes all survive
+//! (the model checks the sum over thousands of interleavings). When the rest of the row is
+//! kept, the write must not change the row's last writer ([`Resolution::keep_writer`]):
+//! the applier records the kept stamp next to the row, or the other columns diverge (the
+//! model finds such a case when it is ignored). Deltas need the old value, so the source
+//! table needs `REPLICA IDENTITY FULL`. The sum is guaranteed over updates of rows both
+//! nodes hold. An insert or delete of the same key racing with increments is decided for
+//! the whole row by last-write-wins, and that row's delta columns can then end different
+//! on the two nodes (an increment applied on one node to a version the other discarded);
+//! such rows show in the conflict log, and validation finds them.
 
 mod decide;
 mod policy;

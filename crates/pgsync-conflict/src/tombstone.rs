@@ -106,6 +106,15 @@ pub struct Tombstone {
 }
 
 /// How long tombstones are kept.
+///
+/// Pruning raises the table's *horizon* (the newest pruned delete time, see
+/// [`TombstoneSet::pruned_through`]). A write at an empty key committed after the horizon
+/// is decided exactly as with the tombstone; one committed at or before it cannot be told
+/// from a write that a pruned, newer delete should beat, and the delete wins
+/// ([`Admission::TombstoneExpired`]). That only concerns changes delivered later than
+/// `max_age` (a task paused that long), and pgsync prefers dropping such a stale write —
+/// logged, repairable by validation — to reviving a row someone deleted, from an image that
+/// may lack unchanged TOAST columns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TombstoneRetention {

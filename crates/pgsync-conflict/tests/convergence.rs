@@ -84,6 +84,22 @@ proptest! {
     #![proptest_config(config(4000))]
 
     #[test]
+    fn with_tombstones_pruned_at_once_the_nodes_only_ever_differ_by_missing_rows(
+        steps in steps_strategy(false, 40),
+    ) {
+        let mut world = World::new(lww(), &preloaded(), false);
+        world.tombstone_limit = Some(0);
+        if let Err(e) = world.run(&steps) {
+            return Err(TestCaseError::fail(e));
+        }
+        for (key, row) in &world.a.rows {
+            if let Some(other) = world.b.rows.get(key) {
+                prop_assert_eq!(row, other, "key {} holds different rows", key);
+            }
+        }
+    }
+
+    #[test]
     fn delta_columns_keep_every_increment_from_both_nodes(steps in steps_strategy(true, 40)) {
         let world = match converges(lww(), &preloaded(), true, &steps) {
             Ok(world) => world,
@@ -160,6 +176,38 @@ fn delta_columns_diverge_when_a_kept_row_takes_the_applying_transactions_stamp()
     let (steps, why) = found.expect("ignoring keep_writer never diverged");
     assert!(why.contains("diverged"), "{why}");
     assert!(steps.len() <= 6, "{steps:?}");
+}
+
+#[test]
+fn beyond_the_tombstone_bound_a_stale_write_is_dropped_so_the_delete_wins() {
+    let found = find_divergence(steps_strategy(false, 20), |steps| {
+        let mut world = World::new(lww(), &preloaded(), false);
+        world.tombstone_limit = Some(0);
+        world.run(steps)?;
+        let only_on_one: Vec<_> = world
+            .a
+            .rows
+            .keys()
+            .filter(|k| !world.b.rows.contains_key(k))
+            .collect();
+        let only_on_other: Vec<_> = world
+            .b
+            .rows
+            .keys()
+            .filter(|k| !world.a.rows.contains_key(k))
+            .collect();
+        if only_on_one.is_empty() && only_on_other.is_empty() {
+            Ok(world)
+        } else {
+            Err(format!(
+                "diverged: rows only on a {only_on_one:?}, only on b {only_on_other:?}"
+            ))
+        }
+    });
+    let (steps, why) =
+        found.expect("pruning tombstones never mattered: the bound is not exercised");
+    assert!(why.contains("diverged"), "{why}");
+    assert!(steps.len() <= 4, "{steps:?}");
 }
 
 #[test]

@@ -15,10 +15,11 @@
 //! both nodes commit in the same microsecond to exercise the node-id tie-break.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use pgsync_conflict::{
     CommitTime, ConflictCounters, ConflictPolicies, Decision, Eviction, IncomingChange, LastWriter,
-    LocalRow, Situation, Slot, TombstoneSet, WriteStamp, decide,
+    LocalRow, Situation, Slot, TombstoneRetention, TombstoneSet, WriteStamp, decide,
 };
 use pgsync_names::QualifiedName;
 use pgsync_wal::Lsn;
@@ -352,6 +353,8 @@ pub(crate) struct World {
     /// [`Resolution::keep_writer`](pgsync_conflict::Resolution) asks) or lets the applying
     /// transaction's stamp replace it, as a plain UPDATE would.
     pub(crate) honour_keep_writer: bool,
+    /// Tombstones kept per node, when bounded (pruned after every local commit).
+    pub(crate) tombstone_limit: Option<usize>,
 }
 
 impl World {
@@ -367,6 +370,7 @@ impl World {
             policies,
             delta,
             honour_keep_writer: true,
+            tombstone_limit: None,
         }
     }
 
@@ -397,15 +401,29 @@ impl World {
                 self.now += 1;
                 let now = self.now;
                 self.node(*side).write(w, now);
+                self.prune(*side);
             }
             Step::Together(wa, wb) => {
                 self.now += 1;
                 self.a.write(wa, self.now);
                 self.b.write(wb, self.now);
+                self.prune(Side::A);
+                self.prune(Side::B);
             }
             Step::Deliver(side, n) => self.deliver(*side, *n)?,
         }
         Ok(())
+    }
+
+    fn prune(&mut self, side: Side) {
+        if let Some(max_count) = self.tombstone_limit {
+            let retention = TombstoneRetention {
+                max_age: Duration::from_secs(3600),
+                max_count,
+            };
+            let now = CommitTime::from_pg_micros(self.now);
+            self.node(side).tombstones.prune(&retention, now);
+        }
     }
 
     /// Runs the steps, then delivers everything left in both directions.
