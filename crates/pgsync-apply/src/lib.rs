@@ -1,0 +1,23 @@
+//! The destination writer: decoded source transactions applied to the destination
+//! exactly once, fast.
+//!
+//! * one destination transaction per group of source transactions, origin progress
+//!   (`pg_replication_origin_xact_setup`) committed with the rows;
+//! * statements prepared once per shape and pipelined on one connection; runs of inserts
+//!   through COPY; values passed in the form the source sent them, never re-encoded;
+//! * unchanged TOAST columns never written; key-changing UPDATEs found by the old key;
+//!   tables without a key matched by the whole old row, one physical row at a time;
+//! * `session_replication_role = replica`: user triggers and FK checks stay quiet;
+//! * any surprise (a missing row, an existing key) rolls the group back and is reported as
+//!   a conflict, with the table and key.
+
+mod applier;
+mod error;
+mod param;
+mod session;
+mod sql;
+mod tables;
+
+pub use applier::{Applier, ApplierConfig};
+pub use error::ApplyError;
+pub use session::{ensure_origin, origin_progress};
