@@ -5,6 +5,7 @@
 //! table ([`classify`]): lost connections and server shutdowns are worth retrying at once,
 //! a slot held by another consumer after a wait, and a wrong password, a missing slot or a
 //! server without `wal_level = logical` never (a person has to change something first).
+//! The decoder's [`DecodeError`] and the assembler's [`TxnError`] convert into it with `?`.
 //! Server errors keep their SQLSTATE and the server's own text, and add a sentence that
 //! says how to fix the usual causes.
 
@@ -12,6 +13,9 @@ use std::fmt;
 use std::io;
 
 pub use tokio_postgres::error::SqlState;
+
+use crate::pgoutput::DecodeError;
+use crate::txn::TxnError;
 
 /// Whether repeating the failed operation can succeed without a person changing anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +107,14 @@ pub enum WalError {
     /// The stream has already ended; nothing more will come.
     #[error("the replication stream has already ended")]
     Ended,
+
+    /// A pgoutput message did not decode.
+    #[error("cannot decode a pgoutput message: {0}")]
+    Decode(#[from] DecodeError),
+
+    /// Decoded messages did not assemble into transactions (or a spill file failed).
+    #[error("cannot assemble transactions: {0}")]
+    Txn(#[from] TxnError),
 }
 
 impl WalError {
@@ -117,6 +129,11 @@ impl WalError {
             // A garbled stream is worth one fresh connection; a bug would show up again.
             Self::Protocol(_) => Retry::Now,
             Self::Server(e) => classify(&e.code).0,
+            // The same bytes would come again: a bug or an unsupported server, not a glitch.
+            Self::Decode(_) => Retry::Never,
+            // A full or failing spill disk may recover; malformed input will not.
+            Self::Txn(TxnError::Spill { .. }) => Retry::AfterWait,
+            Self::Txn(_) => Retry::Never,
         }
     }
 

@@ -126,3 +126,54 @@ pub async fn current_lsn(client: &tokio_postgres::Client) -> Result<pgsync_wal::
 pub fn tag(x: &XLogData) -> char {
     x.data.first().map(|b| char::from(*b)).unwrap_or('?')
 }
+
+/// A stream with a transaction assembler on top.
+pub struct Reader {
+    pub stream: ReplicationStream,
+    pub asm: pgsync_wal::txn::Assembler,
+    /// The most memory the assembler held after any message.
+    pub peak_memory: usize,
+}
+
+impl Reader {
+    pub fn new(stream: ReplicationStream, config: pgsync_wal::txn::AssemblerConfig) -> Self {
+        Self {
+            stream,
+            asm: pgsync_wal::txn::Assembler::new(config),
+            peak_memory: 0,
+        }
+    }
+
+    /// The next transaction or non-transactional message, failing after [`DEADLINE`].
+    pub async fn next(&mut self) -> Result<pgsync_wal::txn::Assembled> {
+        loop {
+            let x = next(&mut self.stream).await?;
+            let done = self.asm.push_payload(&x.data)?;
+            self.peak_memory = self.peak_memory.max(self.asm.memory_used());
+            if let Some(done) = done {
+                return Ok(done);
+            }
+        }
+    }
+
+    /// The next transaction (a non-transactional message here fails the test).
+    pub async fn txn(&mut self) -> Result<pgsync_wal::Transaction> {
+        match self.next().await? {
+            pgsync_wal::txn::Assembled::Transaction(t) => Ok(t),
+            other => bail!("expected a transaction, got {other:?}"),
+        }
+    }
+}
+
+/// Column `i` of a tuple as text (`None` for NULL, unchanged or binary).
+pub fn text(t: &pgsync_wal::Tuple, i: usize) -> Option<String> {
+    match t.get(i)? {
+        pgsync_wal::pgoutput::ColumnValue::Text(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    }
+}
+
+/// The changes of a transaction, read from memory or spill file.
+pub fn changes(t: &pgsync_wal::Transaction) -> Result<Vec<pgsync_wal::Change>> {
+    Ok(t.changes().collect::<Result<Vec<_>, _>>()?)
+}
