@@ -77,10 +77,11 @@
 //! ## What the rule assumes
 //!
 //! * **Tombstones for every local delete** (and for the old key of a local key-changing
-//!   update), kept longer than the replication lag; beyond the bound, delete wins (see
-//!   [`TombstoneRetention`] for the horizon and why). The model checks that with
-//!   tombstones pruned at once the nodes only ever differ by a missing row, never by
-//!   different rows at a key.
+//!   update), kept until the other node's applied changes have passed the delete's commit
+//!   time ([`TombstoneRetention`]); a count bound caps them, and beyond it the delete wins.
+//!   The model checks exact convergence with watermark pruning, and that with tombstones
+//!   pruned at once the nodes only ever differ by a missing row, never by different rows
+//!   at a key.
 //! * **Synchronised clocks.** A local write replacing a row must commit later than the
 //!   version it replaces. A node whose clock lags by more than the time between applying
 //!   a remote write and overwriting it locally can lose that overwrite on the other node.

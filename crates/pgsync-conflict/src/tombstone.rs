@@ -15,23 +15,34 @@
 //! ```
 //!
 //! **Retention.** Tombstones live in `pgsync.tombstones` on each destination (table, key,
-//! delete commit time, origin) and are pruned by [`TombstoneRetention`]: older than
-//! `max_age` (default 24 h, twice the default connection-retry window), and at most
-//! `max_count` per table (oldest first). Each prune raises the table's **horizon**: the
+//! delete commit time, origin). A tombstone matters only to an incoming change committed
+//! *before* the delete, and the other node's changes arrive in commit order: once this
+//! node has applied a change from the other node committed after `delete + margin`, no
+//! later change from it can be older than the delete, and the tombstone is dead weight.
+//! So [`TombstoneRetention`] prunes by the **applied watermark** (the commit time of the
+//! last transaction applied from the other node), not by wall-clock age: a paused task
+//! keeps every tombstone it will still need, and the other node's heartbeat keeps the
+//! watermark moving when it is idle. `margin` (default 1 s) covers commit timestamps that
+//! are not quite in commit order across a node's concurrent transactions.
+//!
+//! A hard bound, `max_count` per table (oldest first), caps the table when the watermark
+//! stalls (the other node gone for good). Each prune raises the table's **horizon**: the
 //! newest commit time among pruned tombstones. A missing key without a tombstone is then
 //! [`Absence::NoTrace`] with that horizon:
 //!
 //! * incoming commit time **after** the horizon: any pruned tombstone for the key was
-//!   older, so the incoming write wins, exactly as if the tombstone were still there;
-//! * **at or before** the horizon: the answer was pruned. pgsync then lets the delete win
-//!   (the incoming write is skipped and logged as a conflict). This only happens to
-//!   changes delivered later than the retention window, e.g. a task paused for longer
-//!   than `max_age`.
+//!   older, so the incoming write wins, exactly as if the tombstone were still there
+//!   (always the case for tombstones pruned by the watermark);
+//! * **at or before** the horizon (only after the count bound pruned a tombstone the
+//!   watermark had not released): the answer was pruned. pgsync then lets the delete win;
+//!   the incoming write is skipped and logged as a conflict.
 //!
-//! Beyond the bound convergence degrades to **delete-wins** rather than insert-wins
-//! because a change that old is stale: bringing a deleted row back from it would revive
-//! data someone removed, from an image that may lack unchanged TOAST columns, whereas a
-//! skipped stale write is visible in the conflict log and repairable by validation.
+//! Beyond the bound convergence degrades to **delete-wins** rather than insert-wins: the
+//! change concerned is older than deletes this node made and the other node has not yet
+//! seen; bringing a deleted row back from it would revive data someone removed, from an
+//! image that may lack unchanged TOAST columns, whereas a skipped write is visible in the
+//! conflict log and repairable by validation. The model in `tests/convergence.rs` checks
+//! that the nodes then differ only by missing rows, never by different rows at a key.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -105,22 +116,20 @@ pub struct Tombstone {
     pub deleted: WriteStamp,
 }
 
-/// How long tombstones are kept.
+/// When tombstones may go.
 ///
-/// Pruning raises the table's *horizon* (the newest pruned delete time, see
-/// [`TombstoneSet::pruned_through`]). A write at an empty key committed after the horizon
-/// is decided exactly as with the tombstone; one committed at or before it cannot be told
-/// from a write that a pruned, newer delete should beat, and the delete wins
-/// ([`Admission::TombstoneExpired`]). That only concerns changes delivered later than
-/// `max_age` (a task paused that long), and pgsync prefers dropping such a stale write —
-/// logged, repairable by validation — to reviving a row someone deleted, from an image that
-/// may lack unchanged TOAST columns.
+/// A tombstone is pruned once the applied watermark (commit time of the last transaction
+/// applied here from the other node) is more than `margin` past its delete: no change
+/// still to come from that node can be older. Beyond `max_count` per table the oldest go
+/// regardless, raising the horizon ([`TombstoneSet::pruned_through`]) past which stale
+/// writes at empty keys lose ([`Admission::TombstoneExpired`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TombstoneRetention {
-    /// Tombstones older than this (by delete commit time) are pruned.
+    /// How far out of commit order one node's commit timestamps may be (in seconds in the
+    /// config).
     #[serde(with = "seconds")]
-    pub max_age: Duration,
+    pub margin: Duration,
     /// At most this many tombstones per table; the oldest go first.
     pub max_count: usize,
 }
@@ -128,16 +137,17 @@ pub struct TombstoneRetention {
 impl Default for TombstoneRetention {
     fn default() -> Self {
         Self {
-            max_age: Duration::from_secs(24 * 3600),
+            margin: Duration::from_secs(1),
             max_count: 1_000_000,
         }
     }
 }
 
 impl TombstoneRetention {
-    /// Tombstones with a delete commit time before this are pruned at `now`.
-    pub fn cutoff(&self, now: CommitTime) -> CommitTime {
-        now.saturating_sub(self.max_age)
+    /// Tombstones with a delete commit time before this may go, given the applied
+    /// watermark.
+    pub fn cutoff(&self, applied_through: CommitTime) -> CommitTime {
+        applied_through.saturating_sub(self.margin)
     }
 }
 
@@ -218,13 +228,18 @@ impl<K: Ord + Clone> TombstoneSet<K> {
         self.pruned_through
     }
 
-    /// Applies `retention` at `now`; returns how many tombstones were pruned.
-    pub fn prune(&mut self, retention: &TombstoneRetention, now: CommitTime) -> usize {
-        let cutoff = retention.cutoff(now);
+    /// Applies `retention`, given the applied watermark (`None`: nothing applied from the
+    /// other node yet); returns how many tombstones were pruned.
+    pub fn prune(
+        &mut self,
+        retention: &TombstoneRetention,
+        applied_through: Option<CommitTime>,
+    ) -> usize {
+        let cutoff = applied_through.map(|t| retention.cutoff(t));
         let mut pruned = 0;
         while let Some((stamp, _)) = self.by_age.first() {
-            let too_old = stamp.commit_time < cutoff;
-            if !too_old && self.by_age.len() <= retention.max_count {
+            let released = cutoff.is_some_and(|c| stamp.commit_time < c);
+            if !released && self.by_age.len() <= retention.max_count {
                 break;
             }
             if let Some((stamp, key)) = self.by_age.pop_first() {
@@ -284,16 +299,20 @@ mod tests {
     }
 
     #[test]
-    fn pruning_by_age_raises_the_horizon_to_the_newest_pruned_delete() {
+    fn pruning_by_the_applied_watermark_raises_the_horizon_to_the_newest_pruned_delete() {
         let mut set = TombstoneSet::new();
         set.record(1, stamp(10, "a"));
         set.record(2, stamp(20, "a"));
         set.record(3, stamp(90, "a"));
         let retention = TombstoneRetention {
-            max_age: Duration::from_micros(50),
+            margin: Duration::from_micros(50),
             max_count: 10,
         };
-        assert_eq!(set.prune(&retention, CommitTime::from_pg_micros(100)), 2);
+        assert_eq!(set.prune(&retention, None), 0);
+        assert_eq!(
+            set.prune(&retention, Some(CommitTime::from_pg_micros(100))),
+            2
+        );
         assert_eq!(set.pruned_through(), Some(CommitTime::from_pg_micros(20)));
         assert_eq!(
             set.absence(&1),
@@ -311,19 +330,19 @@ mod tests {
             set.record(k, stamp(i64::from(k) * 10, "a"));
         }
         let retention = TombstoneRetention {
-            max_age: Duration::from_secs(3600),
+            margin: Duration::from_secs(1),
             max_count: 2,
         };
-        assert_eq!(set.prune(&retention, CommitTime::from_pg_micros(50)), 3);
+        assert_eq!(set.prune(&retention, None), 3);
         assert_eq!(set.len(), 2);
         assert_eq!(set.pruned_through(), Some(CommitTime::from_pg_micros(20)));
         assert!(matches!(set.absence(&3), Absence::Tombstone(_)));
     }
 
     #[test]
-    fn retention_reads_max_age_in_seconds() {
-        let r: TombstoneRetention = serde_json::from_str(r#"{"max_age": 60}"#).unwrap();
-        assert_eq!(r.max_age, Duration::from_secs(60));
+    fn retention_reads_the_margin_in_seconds() {
+        let r: TombstoneRetention = serde_json::from_str(r#"{"margin": 2}"#).unwrap();
+        assert_eq!(r.margin, Duration::from_secs(2));
         assert_eq!(r.max_count, TombstoneRetention::default().max_count);
     }
 }

@@ -8,10 +8,12 @@
 mod model;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use model::{KEYS, Row, Side, Step, World, steps_strategy};
 use pgsync_conflict::{
-    CommitTime, ConflictCounters, ConflictKind, ConflictPolicies, NodeId, Policy, WriteStamp,
+    Absence, CommitTime, ConflictCounters, ConflictKind, ConflictPolicies, NodeId, Policy,
+    TombstoneRetention, WriteStamp,
 };
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -65,12 +67,34 @@ fn config(cases: u32) -> ProptestConfig {
 }
 
 proptest! {
-    #![proptest_config(config(6000))]
+    #![proptest_config(config(3000))]
 
     #[test]
     fn last_write_wins_converges_from_empty_tables(steps in steps_strategy(false, 40)) {
         let result = converges(lww(), &BTreeMap::new(), false, &steps);
         prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+    }
+
+    #[test]
+    fn last_write_wins_converges_with_tombstones_pruned_by_the_applied_watermark(
+        steps in steps_strategy(false, 40),
+    ) {
+        let mut world = World::new(lww(), &preloaded(), false);
+        world.retention = Some(TombstoneRetention { margin: Duration::ZERO, max_count: usize::MAX });
+        if let Err(e) = world.run(&steps) {
+            return Err(TestCaseError::fail(e));
+        }
+        prop_assert_eq!(&world.a.rows, &world.b.rows);
+        // Pruning did happen: tombstones only remain for deletes the other node may not
+        // have answered yet.
+        for node in [&world.a, &world.b] {
+            let released = node.applied_through.map_or(0, |t| t.pg_micros());
+            for key in 0..KEYS {
+                if let Absence::Tombstone(d) = node.tombstones.absence(&key) {
+                    prop_assert!(d.commit_time.pg_micros() >= released);
+                }
+            }
+        }
     }
 
     #[test]
@@ -81,14 +105,14 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(4000))]
+    #![proptest_config(config(3000))]
 
     #[test]
     fn with_tombstones_pruned_at_once_the_nodes_only_ever_differ_by_missing_rows(
         steps in steps_strategy(false, 40),
     ) {
         let mut world = World::new(lww(), &preloaded(), false);
-        world.tombstone_limit = Some(0);
+        world.retention = Some(TombstoneRetention { margin: Duration::ZERO, max_count: 0 });
         if let Err(e) = world.run(&steps) {
             return Err(TestCaseError::fail(e));
         }
@@ -182,7 +206,10 @@ fn delta_columns_diverge_when_a_kept_row_takes_the_applying_transactions_stamp()
 fn beyond_the_tombstone_bound_a_stale_write_is_dropped_so_the_delete_wins() {
     let found = find_divergence(steps_strategy(false, 20), |steps| {
         let mut world = World::new(lww(), &preloaded(), false);
-        world.tombstone_limit = Some(0);
+        world.retention = Some(TombstoneRetention {
+            margin: Duration::ZERO,
+            max_count: 0,
+        });
         world.run(steps)?;
         let only_on_one: Vec<_> = world
             .a

@@ -15,7 +15,6 @@
 //! both nodes commit in the same microsecond to exercise the node-id tie-break.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use pgsync_conflict::{
     CommitTime, ConflictCounters, ConflictPolicies, Decision, Eviction, IncomingChange, LastWriter,
@@ -97,6 +96,8 @@ pub(crate) struct Node {
     pub(crate) outbox: Vec<Change>,
     /// How many of the other node's changes this node has applied.
     pub(crate) applied: usize,
+    /// Commit time of the last change applied from the other node (the watermark).
+    pub(crate) applied_through: Option<CommitTime>,
     pub(crate) counters: ConflictCounters,
     /// Sum of the increments this node's applications made, per key.
     pub(crate) increments: BTreeMap<u8, i64>,
@@ -110,6 +111,7 @@ impl Node {
             tombstones: TombstoneSet::new(),
             outbox: Vec::new(),
             applied: 0,
+            applied_through: None,
             counters: ConflictCounters::new(),
             increments: BTreeMap::new(),
         }
@@ -353,8 +355,9 @@ pub(crate) struct World {
     /// [`Resolution::keep_writer`](pgsync_conflict::Resolution) asks) or lets the applying
     /// transaction's stamp replace it, as a plain UPDATE would.
     pub(crate) honour_keep_writer: bool,
-    /// Tombstones kept per node, when bounded (pruned after every local commit).
-    pub(crate) tombstone_limit: Option<usize>,
+    /// How tombstones are pruned (after every local commit and every applied change);
+    /// `None` keeps them all.
+    pub(crate) retention: Option<TombstoneRetention>,
 }
 
 impl World {
@@ -370,7 +373,7 @@ impl World {
             policies,
             delta,
             honour_keep_writer: true,
-            tombstone_limit: None,
+            retention: None,
         }
     }
 
@@ -390,6 +393,10 @@ impl World {
         let end = from.outbox.len().min(to.applied.saturating_add(n));
         for c in &from.outbox[to.applied..end] {
             to.apply(c, &self.policies, self.delta, self.honour_keep_writer)?;
+            to.applied_through = Some(c.stamp.commit_time);
+            if let Some(retention) = &self.retention {
+                to.tombstones.prune(retention, to.applied_through);
+            }
         }
         to.applied = end;
         Ok(())
@@ -416,13 +423,9 @@ impl World {
     }
 
     fn prune(&mut self, side: Side) {
-        if let Some(max_count) = self.tombstone_limit {
-            let retention = TombstoneRetention {
-                max_age: Duration::from_secs(3600),
-                max_count,
-            };
-            let now = CommitTime::from_pg_micros(self.now);
-            self.node(side).tombstones.prune(&retention, now);
+        if let Some(retention) = self.retention {
+            let node = self.node(side);
+            node.tombstones.prune(&retention, node.applied_through);
         }
     }
 
