@@ -391,10 +391,14 @@ pub fn decide(policies: &ConflictPolicies, s: &Situation) -> Resolution {
         Ok(resolution) => resolution,
         Err(invalid) => Resolution {
             decision: Decision::Fail {
-                reason: format!(
-                    "{invalid}; on {} set REPLICA IDENTITY FULL on the source table so updates carry whole rows",
-                    s.change.table
-                ),
+                reason: if s.change.complete_image {
+                    invalid.to_string()
+                } else {
+                    format!(
+                        "{invalid}; set REPLICA IDENTITY FULL on the source table of {} so updates carry whole rows",
+                        s.change.table
+                    )
+                },
             },
             conflicts,
             evict: Vec::new(),
