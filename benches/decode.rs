@@ -90,7 +90,9 @@ fn wide_stream(rows: u32) -> Vec<Message> {
         let values: Vec<Vec<u8>> = (0..10u32)
             .map(|c| {
                 let len = 2048 + ((r * 10 + c) * 613 % 6144) as usize;
-                (0..len).map(|i| b'a' + ((i + c as usize) % 26) as u8).collect()
+                (0..len)
+                    .map(|i| b'a' + ((i + c as usize) % 26) as u8)
+                    .collect()
             })
             .collect();
         let new = Tuple::from_values(values.iter().map(|v| ColumnValue::Text(v))).expect("tuple");
