@@ -181,7 +181,7 @@ impl ReplicationConnection {
         }
     }
 
-    /// `SHOW name`.
+    /// `SHOW name`. Not cancel-safe.
     pub async fn show(&mut self, name: &str) -> Result<String, WalError> {
         let sql = format!("SHOW {}", pgsync_names::sql::Ident(name));
         let rows = self.simple_query(&sql).await?;
@@ -191,7 +191,8 @@ impl ReplicationConnection {
             .ok_or_else(|| WalError::protocol(format!("{sql} returned no value")))
     }
 
-    /// Sends `Terminate` and closes the socket.
+    /// Sends `Terminate` and closes the socket. Not cancel-safe (dropped, the socket just
+    /// closes without the goodbye, which the server tolerates).
     pub async fn close(mut self) -> Result<(), WalError> {
         frontend::terminate(&mut self.out);
         self.flush("closing the connection").await?;
@@ -199,6 +200,8 @@ impl ReplicationConnection {
         Ok(())
     }
 
+    /// Writes the queued messages. Not cancel-safe: a partial write leaves the connection
+    /// out of step.
     pub(crate) async fn flush(&mut self, during: &str) -> Result<(), WalError> {
         self.writer
             .write_all(&self.out)

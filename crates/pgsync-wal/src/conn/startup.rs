@@ -22,7 +22,8 @@ use super::tls;
 use super::{ReplicationConnection, log_notice, server_error};
 use crate::error::WalError;
 
-/// Opens the TCP connection or Unix socket and negotiates TLS.
+/// Opens the TCP connection or Unix socket and negotiates TLS. Not cancel-safe (dropping
+/// it just drops the half-open socket).
 pub(super) async fn open(config: &ReplicationConfig) -> Result<Socket, WalError> {
     let target = config.target();
     let connect = async {
@@ -58,6 +59,7 @@ pub(super) async fn open(config: &ReplicationConfig) -> Result<Socket, WalError>
 }
 
 /// Sends the startup message and authenticates; returns once the server is ready.
+/// Not cancel-safe.
 pub(super) async fn startup(
     conn: &mut ReplicationConnection,
     config: &ReplicationConfig,

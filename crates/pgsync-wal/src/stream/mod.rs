@@ -156,6 +156,7 @@ impl ReplicationConnection {
         })
     }
 
+    /// The slot's `confirmed_flush_lsn` (0/0 when there is no such slot). Not cancel-safe.
     async fn slot_confirmed_flush(&mut self, slot: &str) -> Result<Lsn, WalError> {
         let sql = format!(
             "SELECT confirmed_flush_lsn FROM pg_catalog.pg_replication_slots WHERE slot_name = {}",

@@ -82,6 +82,7 @@ impl SocketTask {
     }
 
     /// Runs until the server ends the stream, the consumer stops or drops it, or an error.
+    /// Runs as its own task; never cancelled except by runtime shutdown.
     pub(super) async fn run(mut self, mut stop: oneshot::Receiver<()>) -> Result<(), WalError> {
         let result = self.run_loop(&mut stop).await;
         if let Err(e) = &result {
@@ -93,7 +94,8 @@ impl SocketTask {
     async fn run_loop(&mut self, stop: &mut oneshot::Receiver<()>) -> Result<(), WalError> {
         loop {
             let due = self.feedback.due();
-            let can_read = self.held_bytes < self.max_held_bytes;
+            // Always read when nothing is held, so a zero budget still makes progress.
+            let can_read = self.held.is_empty() || self.held_bytes < self.max_held_bytes;
             tokio::select! {
                 biased;
                 // 1. Shutdown: a clean stop, or the consumer dropped the stream.
@@ -118,7 +120,7 @@ impl SocketTask {
                 permit = self.tx.clone().reserve_owned(), if !self.held.is_empty() => match permit {
                     Ok(permit) => {
                         let x = self.held.pop_front().expect("held is not empty");
-                        self.held_bytes -= x.data.len();
+                        self.held_bytes -= held_cost(&x);
                         permit.send(x);
                     }
                     Err(_) => return Ok(()),
@@ -193,12 +195,12 @@ impl SocketTask {
                 Ok(()) => return Next::Continue,
                 Err(mpsc::error::TrySendError::Closed(_)) => return Next::ConsumerGone,
                 Err(mpsc::error::TrySendError::Full(x)) => {
-                    self.held_bytes += x.data.len();
+                    self.held_bytes += held_cost(&x);
                     self.held.push_back(x);
                 }
             }
         } else {
-            self.held_bytes += x.data.len();
+            self.held_bytes += held_cost(&x);
             self.held.push_back(x);
         }
         Next::Continue
@@ -220,7 +222,7 @@ impl SocketTask {
     }
 
     /// The server ended the stream: answer CopyDone, read to ReadyForQuery (or EOF), then
-    /// hand the held messages to the consumer.
+    /// hand the held messages to the consumer. Not cancel-safe (only run to completion).
     async fn server_done(&mut self) -> Result<(), WalError> {
         self.queue_status();
         frontend::copy_done(&mut self.out);
@@ -233,7 +235,7 @@ impl SocketTask {
         Ok(())
     }
 
-    /// A clean stop asked by the consumer.
+    /// A clean stop asked by the consumer. Not cancel-safe (only run to completion).
     async fn finish(&mut self) -> Result<(), WalError> {
         self.queue_status();
         frontend::copy_done(&mut self.out);
@@ -244,11 +246,13 @@ impl SocketTask {
     }
 
     /// Best effort: one last status update when the consumer vanished without `stop`.
+    /// Not cancel-safe (only run to completion).
     async fn last_status(&mut self) {
         self.queue_status();
         let _ = timeout(Duration::from_secs(1), self.write_out()).await;
     }
 
+    /// Writes and flushes everything queued. Cancel-safe, like [`send`].
     async fn write_out(&mut self) -> Result<(), WalError> {
         send(&mut self.writer, &mut self.out)
             .await
@@ -258,7 +262,8 @@ impl SocketTask {
     }
 
     /// Writes what is queued, then discards frames until the server's CopyDone,
-    /// CommandComplete and ReadyForQuery (or EOF), and sends Terminate.
+    /// CommandComplete and ReadyForQuery (or EOF), and sends Terminate. Not cancel-safe
+    /// (dropped under a timeout, the connection is simply closed).
     async fn drain_to_end(&mut self) -> Result<(), WalError> {
         self.write_out().await?;
         loop {
@@ -295,6 +300,12 @@ impl SocketTask {
             (e, _) => e,
         }
     }
+}
+
+/// What a held message counts against the budget: its payload plus the bookkeeping, so
+/// a flood of tiny messages is bounded too.
+fn held_cost(x: &XLogData) -> usize {
+    x.data.len() + std::mem::size_of::<XLogData>()
 }
 
 /// Writes all of `out` and flushes. Cancel-safe: what was written is gone from `out`, the
