@@ -59,7 +59,7 @@ async fn scram_and_md5_logins_work_with_the_right_password_and_fail_clearly_with
 }
 
 #[tokio::test]
-async fn unix_socket_connections_work_and_identify_the_system() -> Result<()> {
+async fn unix_socket_and_url_connections_work_and_identify_the_system() -> Result<()> {
     let cluster = cluster().await?;
     let dsn = format!(
         "host={} port={} user=postgres dbname=app",
@@ -77,6 +77,11 @@ async fn unix_socket_connections_work_and_identify_the_system() -> Result<()> {
         )
         .await?
         .get::<_, String>(0);
+    assert_eq!(conn.identify_system().await?.system_id, sysid);
+
+    // The same server through a postgres:// URL (trust over TCP).
+    let url = format!("{}?application_name=url_test", cluster.url_for("app"));
+    let mut conn = ReplicationConnection::connect(&ReplicationConfig::parse(&url)?).await?;
     assert_eq!(conn.identify_system().await?.system_id, sysid);
     Ok(())
 }

@@ -426,3 +426,28 @@ async fn a_restart_from_the_confirmed_position_loses_and_repeats_nothing() -> Re
     r.stream.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn binary_mode_sends_values_in_their_binary_form() -> Result<()> {
+    let cluster = cluster().await?;
+    let client = setup(
+        &cluster,
+        "CREATE TABLE t (id int PRIMARY KEY, v text, b bytea); CREATE PUBLICATION p FOR TABLE t",
+        "binary",
+    )
+    .await?;
+    let mut options = StartOptions::new("binary", ["p"]);
+    options.binary = true;
+    let mut r = reader(&cluster, &options).await?;
+    client
+        .batch_execute("INSERT INTO t VALUES (258, 'héllo', '\\x00ff'::bytea)")
+        .await?;
+    let Change::Insert { new, .. } = only_change(&r.txn().await?)? else {
+        bail!("expected an insert");
+    };
+    assert_eq!(new.get(0), Some(ColumnValue::Binary(&258i32.to_be_bytes())));
+    assert_eq!(new.get(1), Some(ColumnValue::Binary("héllo".as_bytes())));
+    assert_eq!(new.get(2), Some(ColumnValue::Binary(&[0x00, 0xff])));
+    r.stream.stop().await?;
+    Ok(())
+}
