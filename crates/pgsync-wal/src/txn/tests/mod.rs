@@ -4,6 +4,7 @@
 
 mod model;
 mod plain;
+mod server;
 mod spill;
 mod streamed;
 
