@@ -42,7 +42,7 @@ INSERT INTO every_type VALUES
  (2, 32767, 2147483647, 9223372036854775807, '-0.000000000000000000000000000001', -0.5,
   '-0', '-0', '92233720368547758.07', false,
   '     ', '', '', E'\\001', '', 'small',
-  '', 'ffffffff-ffff-ffff-ffff-ffffffffffff', '[]', '"\u00e9\u0000"'::text::jsonb, '',
+  '', 'ffffffff-ffff-ffff-ffff-ffffffffffff', '[]', '"\u00e9 \\u0000 x"'::text::jsonb, '',
   'infinity', '24:00:00', '00:00:00-15:59', 'infinity', 'infinity', '1 day -1 second',
   'ffff::1/128', '2001:db8::/32', 'ff:ff:ff:ff:ff:ff', 'ff:ff:ff:ff:ff:ff:ff:ff',
   B'0000', B'1',
