@@ -108,7 +108,8 @@ async fn a_snapshot_whose_exporter_ended_is_refused_with_the_fix() -> anyhow::Re
     assert!(handle.snapshot_imported().await.is_err());
     let err = handle.finish().await.expect_err("the snapshot is gone");
     assert!(matches!(err, SnapshotError::SnapshotImport { .. }), "{err}");
-    assert_eq!(err.code().map(|c| c.code()), Some("22023"), "{err}");
+    // 22023 invalid_parameter_value up to 17, 42704 undefined_object from 18.
+    assert!(matches!(err.code().map(|c| c.code()), Some("22023" | "42704")), "{err}");
     assert!(err.to_string().contains("Keep the session"), "{err}");
     assert!(!err.is_retryable());
     Ok(())
