@@ -45,7 +45,9 @@ async fn main() -> anyhow::Result<()> {
         options.selection = Selection::parse(include.split(','), [])?;
     }
     let limits = Limits {
-        rows_per_sec: arg(&args, "--rows-per-sec").map(|v| v.parse()).transpose()?,
+        rows_per_sec: arg(&args, "--rows-per-sec")
+            .map(|v| v.parse())
+            .transpose()?,
         bytes_per_sec: arg(&args, "--mb-per-sec")
             .map(|v| v.parse::<f64>().map(|mb| mb * 1e6))
             .transpose()?,

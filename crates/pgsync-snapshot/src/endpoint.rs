@@ -52,7 +52,7 @@ impl Endpoint {
     /// A new connection; the connection task runs on the current runtime.
     pub(crate) async fn connect(&self, side: Side, role: &str) -> Result<Client> {
         let mut config = self.config.clone();
-        config.application_name(&format!("pgsync {role}"));
+        config.application_name(format!("pgsync {role}"));
         let (client, conn) = config
             .connect(NoTls)
             .await

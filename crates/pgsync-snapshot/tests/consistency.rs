@@ -15,12 +15,17 @@ use pgsync_testkit::PgbenchLoad;
 async fn a_copy_under_concurrent_pgbench_writes_equals_the_snapshot() -> anyhow::Result<()> {
     let (src, dst) = pair().await?;
     src.pgbench().init(3).await?;
-    let load = src
-        .pgbench()
-        .spawn(&PgbenchLoad::tpcb_like().clients(2).duration(Duration::from_secs(20)))?;
+    let load = src.pgbench().spawn(
+        &PgbenchLoad::tpcb_like()
+            .clients(2)
+            .duration(Duration::from_secs(20)),
+    )?;
     let watch = src.client().await?;
     wait_until(Duration::from_secs(30), || async {
-        let n: i64 = watch.query_one("SELECT count(*) FROM pgbench_history", &[]).await?.get(0);
+        let n: i64 = watch
+            .query_one("SELECT count(*) FROM pgbench_history", &[])
+            .await?
+            .get(0);
         Ok(n > 100)
     })
     .await?;
@@ -88,7 +93,8 @@ async fn a_copy_interrupted_by_a_destination_crash_resumes_without_loss_or_dupli
     let first = export_snapshot(&src).await?;
     let at_first = checksums(&admin, Some(&first.name)).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let handle = FullSync::new(endpoint(&src), endpoint(&dst), options(Some(tx))).start(&first.name);
+    let handle =
+        FullSync::new(endpoint(&src), endpoint(&dst), options(Some(tx))).start(&first.name);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         match tokio::time::timeout_at(deadline, rx.recv()).await? {
@@ -106,15 +112,24 @@ async fn a_copy_interrupted_by_a_destination_crash_resumes_without_loss_or_dupli
         .get(0);
     wait_until(Duration::from_secs(10), || async {
         let flushed: bool = probe
-            .query_one("SELECT pg_current_wal_flush_lsn() >= $1::text::pg_lsn", &[&written])
+            .query_one(
+                "SELECT pg_current_wal_flush_lsn() >= $1::text::pg_lsn",
+                &[&written],
+            )
             .await?
             .get(0);
         Ok(flushed)
     })
     .await?;
     dst.crash().await?;
-    let err = handle.finish().await.expect_err("the destination went away");
-    assert!(err.is_retryable(), "a lost destination is worth a retry: {err}");
+    let err = handle
+        .finish()
+        .await
+        .expect_err("the destination went away");
+    assert!(
+        err.is_retryable(),
+        "a lost destination is worth a retry: {err}"
+    );
     drop(first);
     dst.start().await?;
 
@@ -137,7 +152,10 @@ async fn a_copy_interrupted_by_a_destination_crash_resumes_without_loss_or_dupli
         .await?;
     let kept = complete.iter().filter(|c| **c).count();
     assert_eq!(report.copy.tables_skipped, kept);
-    assert_eq!(report.pre_data_steps, 0, "the schema committed in run 1 is not created again");
+    assert_eq!(
+        report.pre_data_steps, 0,
+        "the schema committed in run 1 is not created again"
+    );
 
     // Complete tables hold run 1's snapshot, the others run 2's; primary keys were built
     // after the data, so a duplicate would have failed the sync.
@@ -162,6 +180,13 @@ async fn a_copy_interrupted_by_a_destination_crash_resumes_without_loss_or_dupli
         .start(&third.name)
         .finish()
         .await?;
-    assert_eq!((again.copy.rows, again.copy.tables_skipped, again.post_data_steps), (0, 4, 0));
+    assert_eq!(
+        (
+            again.copy.rows,
+            again.copy.tables_skipped,
+            again.post_data_steps
+        ),
+        (0, 4, 0)
+    );
     Ok(())
 }

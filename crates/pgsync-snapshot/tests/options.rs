@@ -18,7 +18,10 @@ INSERT INTO t2 SELECT g, 'source' FROM generate_series(1, 10) g;
 async fn tables_that_exist_on_the_destination_are_listed_in_error_mode() -> anyhow::Result<()> {
     let (src, dst) = pair().await?;
     src.client().await?.batch_execute(SOURCE).await?;
-    dst.client().await?.batch_execute("CREATE TABLE t2 (id integer PRIMARY KEY, v text)").await?;
+    dst.client()
+        .await?
+        .batch_execute("CREATE TABLE t2 (id integer PRIMARY KEY, v text)")
+        .await?;
     let exported = export_snapshot(&src).await?;
     let err = FullSync::new(endpoint(&src), endpoint(&dst), SyncOptions::new("exists"))
         .start(&exported.name)
@@ -60,13 +63,20 @@ async fn ignore_mode_keeps_existing_tables_and_their_rows_on_key_clashes() -> an
         .start(&exported.name)
         .finish()
         .await?;
-    assert_eq!(report.copy.rows, 10 + 9, "t1 whole, t2 without the clashing row");
+    assert_eq!(
+        report.copy.rows,
+        10 + 9,
+        "t1 whole, t2 without the clashing row"
+    );
     let rows = dst
         .client()
         .await?
         .query("SELECT id, v, extra FROM t2 ORDER BY id", &[])
         .await?;
-    let got: Vec<(i32, String, String)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    let got: Vec<(i32, String, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
     assert_eq!(got.len(), 11);
     assert_eq!(got[0], (1, "destination".into(), "mine".into()));
     assert_eq!(got[1], (2, "source".into(), "mine".into()));
@@ -93,8 +103,14 @@ async fn a_selection_that_leaves_out_a_partition_is_refused() -> anyhow::Result<
         .finish()
         .await
         .expect_err("m_rest is left out");
-    assert!(matches!(err, SnapshotError::PartialPartitionTree { .. }), "{err}");
-    assert!(err.to_string().contains("include both or exclude both"), "{err}");
+    assert!(
+        matches!(err, SnapshotError::PartialPartitionTree { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("include both or exclude both"),
+        "{err}"
+    );
     Ok(())
 }
 
@@ -103,13 +119,16 @@ async fn a_snapshot_whose_exporter_ended_is_refused_with_the_fix() -> anyhow::Re
     let (src, dst) = pair().await?;
     let exported = export_snapshot(&src).await?;
     exported.client.batch_execute("COMMIT").await?;
-    let mut handle =
-        FullSync::new(endpoint(&src), endpoint(&dst), SyncOptions::new("gone")).start(&exported.name);
+    let mut handle = FullSync::new(endpoint(&src), endpoint(&dst), SyncOptions::new("gone"))
+        .start(&exported.name);
     assert!(handle.snapshot_imported().await.is_err());
     let err = handle.finish().await.expect_err("the snapshot is gone");
     assert!(matches!(err, SnapshotError::SnapshotImport { .. }), "{err}");
     // 22023 invalid_parameter_value up to 17, 42704 undefined_object from 18.
-    assert!(matches!(err.code().map(|c| c.code()), Some("22023" | "42704")), "{err}");
+    assert!(
+        matches!(err.code().map(|c| c.code()), Some("22023" | "42704")),
+        "{err}"
+    );
     assert!(err.to_string().contains("Keep the session"), "{err}");
     assert!(!err.is_retryable());
     Ok(())
@@ -196,7 +215,8 @@ async fn a_mapping_renames_schemas_tables_and_columns_inside_definitions() -> an
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_view_over_a_renamed_table_is_refused_until_bodies_can_be_rewritten() -> anyhow::Result<()> {
+async fn a_view_over_a_renamed_table_is_refused_until_bodies_can_be_rewritten() -> anyhow::Result<()>
+{
     let (src, dst) = pair().await?;
     src.client()
         .await?
@@ -215,7 +235,10 @@ async fn a_view_over_a_renamed_table_is_refused_until_bodies_can_be_rewritten() 
         .finish()
         .await
         .expect_err("view bodies are not rewritten");
-    assert!(matches!(err, SnapshotError::UnsupportedMapping { .. }), "{err}");
+    assert!(
+        matches!(err, SnapshotError::UnsupportedMapping { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains(r#""App"."big""#), "{err}");
     Ok(())
 }
