@@ -7,8 +7,9 @@
 #   (c) raw binary COPY pipe without PK + ADD PK      ../shared/bench/copy_limit.sh
 # Prints every sample, the medians and the ratios.
 #
-# Env: REPS (3) runs per measurement; PEER_SCALES ("20") scales at which the peers run too;
-# PEERS ("copy native pglogical"); WORKERS (4); CHUNK_MB (32); PORT_A/PORT_B (55450/55451);
+# Env: REPS (3) runs per measurement; PEER_SCALES ("20") scales at which all PEERS ("copy
+# native pglogical") run too; at the other scales only OTHER_PEERS ("copy") run;
+# WORKERS (4); CHUNK_MB (32); PORT_A/PORT_B (55450/55451);
 # PGBIN (server build, default /usr/lib/postgresql/15/bin); KIT (../shared/bench).
 # pglogical needs: apt-get update && apt-get install -y postgresql-15-pglogical
 set -euo pipefail
@@ -19,6 +20,7 @@ SCALES=${*:-20}
 export REPS=${REPS:-3}
 PEER_SCALES=${PEER_SCALES:-20}
 PEERS=${PEERS-copy native pglogical}
+OTHER_PEERS=${OTHER_PEERS-copy}
 WORKERS=${WORKERS:-4}
 CHUNK_MB=${CHUNK_MB:-32}
 PORT_A=${PORT_A:-55450}
@@ -32,7 +34,7 @@ OUT=$(mktemp -d /tmp/pgsync-full-sync-bench.XXXXXX)
 export RESULTS_DIR=$OUT/peers
 
 median() { tr ' ' '\n' | grep -E '^[0-9.]+$' | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
-samples_of() { grep -h -F "$2" "$1" 2>/dev/null | awk '{print $NF}' | tr '\n' ' '; }   # FILE LABEL
+samples_of() { { grep -h -F "$2" "$1" 2>/dev/null || true; } | awk '{print $NF}' | tr '\n' ' '; }   # FILE LABEL
 
 run_ours() {   # run_ours SCALE -> $OUT/ours-sSCALE.txt (one line per rep)
   local scale=$1
@@ -68,8 +70,10 @@ run_ours() {   # run_ours SCALE -> $OUT/ours-sSCALE.txt (one line per rep)
 
 for scale in $SCALES; do
   run_ours "$scale"
-  if [[ " $PEER_SCALES " == *" $scale "* ]]; then
-    for peer in $PEERS; do
+  peers=$OTHER_PEERS
+  [[ " $PEER_SCALES " == *" $scale "* ]] && peers=$PEERS
+  if [ -n "$peers" ]; then
+    for peer in $peers; do
       case $peer in
         copy) REPS=$REPS bash "$KIT/copy_limit.sh" "$scale" > "$OUT/copy-s$scale.log" 2>&1 || echo "copy_limit.sh failed: $OUT/copy-s$scale.log" ;;
         native) STEPS=a REPS=$REPS bash "$KIT/native_oneway.sh" "$scale" > "$OUT/native-s$scale.log" 2>&1 || echo "native_oneway.sh failed: $OUT/native-s$scale.log" ;;
@@ -89,13 +93,13 @@ for scale in $SCALES; do
   row() {   # LABEL FILE-GLOB PATTERN
     local label=$1 files=$2 pattern=$3 s m
     # shellcheck disable=SC2086
-    s=$(samples_of "$(ls $files 2>/dev/null | tail -1)" "$pattern")
+    s=$(samples_of "$( (ls $files 2>/dev/null || true) | tail -1)" "$pattern")
     [ -n "$s" ] || return 0
     m=$(echo "$s" | median)
     printf '%-7s %-58s %-32s %8s %8s\n' "$scale" "$label" "$s" "$m" "$(awk -v a="$m" -v b="$m_ours" 'BEGIN{printf "%.2f", a/b}')"
   }
-  row "(c) COPY pipe binary, no PK, + ADD PK (copy_limit.sh)" "$RESULTS_DIR/copy_limit-*-s$scale-*.txt" "COPY no-PK + ADD PK total (s)"
-  row "(a) native initial copy (native_oneway.sh STEPS=a)" "$RESULTS_DIR/native_oneway-*-s$scale-*.txt" "initial copy until all tables 'r' (s)"
-  row "(b) pglogical initial sync (pglogical.sh STEPS=a)" "$RESULTS_DIR/pglogical-*-s$scale-*.txt" "initial sync until replicating + all 'r' (s)"
+  row "(c) COPY pipe binary, no PK, + ADD PK (copy_limit.sh)" "$RESULTS_DIR/copy_limit-*s$scale-*.txt" "COPY no-PK + ADD PK total (s)"
+  row "(a) native initial copy (native_oneway.sh STEPS=a)" "$RESULTS_DIR/native_oneway-*s$scale-*.txt" "initial copy until all tables 'r' (s)"
+  row "(b) pglogical initial sync (pglogical.sh STEPS=a)" "$RESULTS_DIR/pglogical-*s$scale-*.txt" "initial sync until replicating + all 'r' (s)"
 done
 echo "raw summaries: $OUT"
