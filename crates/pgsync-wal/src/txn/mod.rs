@@ -68,7 +68,9 @@ pub enum Assembled {
 pub struct AssemblerConfig {
     /// Bytes of changes that open transactions may hold in memory together; beyond it the
     /// largest open transaction is moved to its spill file. Default 64 MiB, like
-    /// PostgreSQL's `logical_decoding_work_mem`.
+    /// PostgreSQL's `logical_decoding_work_mem`. A delivered [`Transaction`] keeps what it
+    /// had in memory (at most this much) until dropped, so a bounded queue of `n`
+    /// transactions to the applier holds at most `n + 1` budgets.
     pub memory_budget: usize,
     /// Directory for spill files (anonymous files, removed when closed). Default: the
     /// system's temporary directory.

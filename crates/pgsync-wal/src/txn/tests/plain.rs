@@ -378,3 +378,12 @@ fn relations_in_changes_are_shared_not_copied() {
     };
     assert!(Arc::ptr_eq(a, b));
 }
+
+#[test]
+fn assembler_and_transactions_can_move_between_tasks() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<crate::txn::Assembler>();
+    send_sync::<Transaction>();
+    send_sync::<Assembled>();
+    send_sync::<crate::txn::TxnError>();
+}
