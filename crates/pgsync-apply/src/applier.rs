@@ -24,7 +24,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use futures_util::SinkExt as _;
 use futures_util::future::join_all;
-use pgsync_names::Mapping;
+use pgsync_names::{Mapping, QualifiedName};
 use pgsync_wal::pgoutput::{ColumnValue, OldTuple};
 use pgsync_wal::txn::Change;
 use pgsync_wal::{Lsn, Relation, Transaction, Tuple};
@@ -47,6 +47,9 @@ pub struct ApplierConfig {
     pub pipeline_depth: usize,
     /// Consecutive inserts into one table from which COPY is used instead of INSERTs.
     pub copy_min_rows: usize,
+    /// Per source table, the LSN its initial copy is as of: changes to it in source
+    /// transactions ending at or before that LSN are already in the copy and are skipped.
+    pub copied_at: HashMap<QualifiedName, Lsn>,
 }
 
 impl ApplierConfig {
@@ -57,6 +60,7 @@ impl ApplierConfig {
             mapping: Mapping::identity(),
             pipeline_depth: 1000,
             copy_min_rows: 64,
+            copied_at: HashMap::new(),
         }
     }
 }
@@ -254,6 +258,10 @@ impl Applier {
         while i < chunk.len() {
             let (change, end_lsn) = &chunk[i];
             let end_lsn = *end_lsn;
+            if self.in_copy(change, end_lsn) {
+                i += 1;
+                continue;
+            }
             let step = match change {
                 Change::Insert { relation, new } => {
                     let run = insert_run(&chunk[i..], relation, new);
@@ -346,6 +354,16 @@ impl Applier {
         Self::drain(&mut pending, &self.tables).await
     }
 
+    /// Whether a row change is already contained in its table's initial copy.
+    fn in_copy(&self, change: &Change, end_lsn: Lsn) -> bool {
+        match change {
+            Change::Insert { relation, .. }
+            | Change::Update { relation, .. }
+            | Change::Delete { relation, .. } => end_lsn <= self.tables[&relation.oid].copied_at,
+            _ => false,
+        }
+    }
+
     /// Resolves the relations of `change` (again, when their layout changed).
     async fn resolve(&mut self, change: &Change) -> Result<(), ApplyError> {
         let relations: &[Arc<Relation>] = match change {
@@ -361,7 +379,13 @@ impl Applier {
                 .get(&r.oid)
                 .is_some_and(|e| Arc::ptr_eq(&e.relation, r) || *e.relation == **r);
             if !current {
-                let entry = TableEntry::resolve(&self.client, &self.config.mapping, r).await?;
+                let mut entry = TableEntry::resolve(&self.client, &self.config.mapping, r).await?;
+                entry.copied_at = self
+                    .config
+                    .copied_at
+                    .get(&r.name)
+                    .copied()
+                    .unwrap_or_default();
                 self.statements.retain(|shape, _| shape.relation != r.oid);
                 self.tables.insert(r.oid, entry);
             }

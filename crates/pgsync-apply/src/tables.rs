@@ -26,6 +26,9 @@ pub(crate) struct TableEntry {
     pub(crate) key: Vec<usize>,
     /// Whether rows are matched by the whole old row (REPLICA IDENTITY FULL).
     pub(crate) full_identity: bool,
+    /// Changes in source transactions ending at or before this LSN are in the table's
+    /// initial copy already.
+    pub(crate) copied_at: pgsync_wal::Lsn,
 }
 
 impl TableEntry {
@@ -73,6 +76,7 @@ impl TableEntry {
             cols,
             key: relation.key_columns().map(|(i, _)| i).collect(),
             full_identity: relation.replica_identity == ReplicaIdentity::Full,
+            copied_at: pgsync_wal::Lsn::INVALID,
         })
     }
 }

@@ -16,6 +16,8 @@ use tokio_postgres::config::Host;
 #[derive(Clone)]
 pub struct Endpoint {
     config: tokio_postgres::Config,
+    /// The DSN as given, for the replication connection's own parser; never printed.
+    dsn: String,
 }
 
 /// The DSN cannot be parsed.
@@ -60,12 +62,26 @@ impl Endpoint {
                 config.password(p);
             }
         }
-        Ok(Self { config })
+        Ok(Self {
+            config,
+            dsn: dsn.to_owned(),
+        })
     }
 
     /// The parsed configuration, password included (for connecting).
     pub fn config(&self) -> &tokio_postgres::Config {
         &self.config
+    }
+
+    /// Settings for a replication connection to this endpoint, with the same password.
+    pub fn replication_config(
+        &self,
+    ) -> Result<pgsync_wal::ReplicationConfig, pgsync_wal::WalError> {
+        let config = pgsync_wal::ReplicationConfig::parse(&self.dsn)?;
+        Ok(match self.config.get_password() {
+            Some(p) => config.password(p),
+            None => config,
+        })
     }
 
     /// The user name.

@@ -2,11 +2,14 @@
 //! lifecycle create -> precheck -> slot and publication -> schema -> full -> incremental.
 
 mod endpoint;
+mod error;
+pub mod forward;
 mod names;
 pub mod precheck;
 mod spec;
 pub mod state;
 
 pub use endpoint::{DsnError, Endpoint};
+pub use error::TaskError;
 pub use names::{Direction, STATE_SCHEMA, TaskNames};
 pub use spec::{ExistingTables, MAX_NAME_LEN, SpecError, SyncSpec, TaskSpec};

@@ -179,6 +179,12 @@ pub struct RunnerLock {
 const LOCK_KEY_SQL: &str = "hashtextextended('pgsync task ' || $1, 0)";
 
 impl RunnerLock {
+    /// Whether the session holding the lock is still connected (a destination restart
+    /// ends it, and the lock with it).
+    pub fn is_held(&self) -> bool {
+        !self._session.is_closed()
+    }
+
     /// Takes the lock on `session` (a connection used for nothing else), or fails naming
     /// the holder.
     pub async fn try_acquire(session: Client, task: &str) -> Result<Self, StateError> {

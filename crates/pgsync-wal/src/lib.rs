@@ -7,8 +7,8 @@
 pub mod conn;
 mod error;
 mod lsn;
-pub mod stream;
 pub mod pgoutput;
+pub mod stream;
 pub mod txn;
 
 pub use conn::{
@@ -17,6 +17,6 @@ pub use conn::{
 };
 pub use error::{Retry, ServerError, SqlState, WalError};
 pub use lsn::{AtomicLsn, Lsn, ParseLsnError};
-pub use stream::{FeedbackHandle, ReplicationStream, XLogData};
 pub use pgoutput::{PgTimestamp, Relation, RelationColumn, ReplicaIdentity, Tuple};
+pub use stream::{FeedbackHandle, ReplicationStream, XLogData};
 pub use txn::{Change, Transaction};

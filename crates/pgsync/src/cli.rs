@@ -28,8 +28,16 @@ pub(crate) enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
+    /// Run the task: precheck, schema, full copy, then stream changes until Ctrl-C.
+    Run(RunArgs),
     /// Check both servers before anything is written; exit 3 if an item fails.
     Precheck(PrecheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pub(crate) task: TaskFile,
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,7 @@
 mod cli;
 mod logging;
 mod precheck;
+mod run;
 
 use std::process::ExitCode;
 
@@ -50,6 +51,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Precheck(args) => precheck::run(args).await,
+            Command::Run(args) => run::run(args).await,
         }
     });
     match outcome {

@@ -189,6 +189,32 @@ async fn check_destination(
     }
     check_apply_privileges(report, b).await?;
 
+    // A task that already started made (or kept) its tables itself: it resumes.
+    let has_state: bool = b
+        .query_one("SELECT to_regclass('pgsync.tasks') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    let started: Option<String> = if has_state {
+        b.query_one(
+            "SELECT max(phase) FROM pgsync.tasks WHERE task = $1",
+            &[&spec.name],
+        )
+        .await?
+        .get(0)
+    } else {
+        None
+    };
+    if let Some(phase) = started {
+        report.pass(
+            side,
+            "existing_tables",
+            format!(
+                "task {} already started here (phase {phase}); it resumes",
+                spec.name
+            ),
+        );
+        return Ok(());
+    }
     let rows = b
         .query(
             "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace

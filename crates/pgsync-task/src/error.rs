@@ -1,0 +1,72 @@
+//! Task errors: one enum over the crates a task drives, each classified as transient
+//! (reconnect and carry on) or definite (stop and tell the user).
+
+use crate::precheck::Report;
+use crate::state::StateError;
+
+/// Why a task stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// The precheck found failures; nothing was written.
+    #[error("precheck failed:\n{0}")]
+    Precheck(Report),
+    /// Reading or writing task state, or the runner lock.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The replication connection or stream.
+    #[error("source replication: {0}")]
+    Wal(#[from] pgsync_wal::WalError),
+    /// Decoding or assembling the change stream.
+    #[error("change stream: {0}")]
+    Txn(#[from] pgsync_wal::txn::TxnError),
+    /// Schema sync or full copy.
+    #[error("initial sync: {0}")]
+    Snapshot(#[from] pgsync_snapshot::SnapshotError),
+    /// Applying changes on the destination.
+    #[error("apply: {0}")]
+    Apply(#[from] pgsync_apply::ApplyError),
+    /// An ordinary SQL session on either side.
+    #[error("{context}: {source}")]
+    Sql {
+        /// What was being done.
+        context: String,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The slot was created without an exported snapshot.
+    #[error(
+        "the source created the slot without exporting a snapshot; the initial copy cannot be consistent"
+    )]
+    NoSnapshot,
+    /// The source ended the replication stream.
+    #[error("the source ended the replication stream")]
+    StreamEnded,
+}
+
+impl TaskError {
+    pub(crate) fn sql(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Self {
+        let context = context.into();
+        move |source| TaskError::Sql { context, source }
+    }
+
+    /// Whether reconnecting and resuming can succeed without anyone changing anything.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            TaskError::Precheck(_) => false,
+            TaskError::State(StateError::Postgres(e)) | TaskError::Sql { source: e, .. } => {
+                e.is_closed()
+                    || e.code()
+                        .is_none_or(|c| c.code().starts_with("08") || c.code().starts_with("57P"))
+            }
+            TaskError::State(_) => false,
+            TaskError::Wal(e) => e.is_retryable(),
+            TaskError::Txn(e) => e.is_retryable(),
+            TaskError::Snapshot(e) => e.is_retryable(),
+            TaskError::Apply(e) => e.is_retryable(),
+            TaskError::StreamEnded => true,
+            TaskError::NoSnapshot => false,
+        }
+    }
+}

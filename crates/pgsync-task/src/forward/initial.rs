@@ -1,0 +1,212 @@
+//! The initial sync: publication, slot, schema and full copy under the slot's snapshot.
+//!
+//! First run: the permanent slot is created with an exported snapshot, the copy reads
+//! under it, and every table's rows are as of the slot's consistent point, where the
+//! stream begins. After a crash during the copy that snapshot is gone: the slot is kept
+//! (its changes since the first consistent point are all still there), a temporary slot
+//! exports a new snapshot, and the copy resumes under it — tables complete before the
+//! crash are kept, partial ones are recopied, and each table records the snapshot LSN it
+//! was copied at (`pgsync.copy_state.snapshot_lsn`). The stream then skips, per table,
+//! the transactions already contained in that table's copy, as PostgreSQL's own
+//! tablesync does.
+
+use std::collections::HashMap;
+
+use pgsync_names::QualifiedName;
+use pgsync_names::sql::{Ident, quote_literal};
+use pgsync_snapshot::{Endpoint as SnapEndpoint, FullSync, SyncOptions};
+use pgsync_wal::{CreateSlot, Lsn, ReplicationConfig, ReplicationConnection};
+use tokio_postgres::Client;
+
+use super::Shutdown;
+use crate::error::TaskError;
+use crate::names::{Direction, TaskNames};
+use crate::spec::{ExistingTables, TaskSpec};
+use crate::state::{self, Phase};
+
+pub(super) async fn run(
+    spec: &TaskSpec,
+    names: &TaskNames,
+    admin: &Client,
+    shutdown: &mut Shutdown,
+) -> Result<(), TaskError> {
+    let source = spec
+        .source
+        .connect()
+        .await
+        .map_err(TaskError::sql("connecting to the source"))?;
+    let tables = ensure_publication(&source, spec, names).await?;
+    tracing::info!(tables = tables.len(), publication = %names.publication, "publication ready");
+    pgsync_apply::ensure_origin(admin, &names.origin).await?;
+
+    let slot_exists = source
+        .query_opt(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+            &[&names.slot],
+        )
+        .await
+        .map_err(TaskError::sql("looking for the slot"))?
+        .is_some();
+    let mut conn = ReplicationConnection::connect(&replication_config(spec)?).await?;
+    let exported = if slot_exists {
+        let temp = format!("{}_resync", names.slot);
+        tracing::info!(slot = %names.slot, "resuming an interrupted initial sync with a new snapshot");
+        conn.create_slot(&CreateSlot::new(temp).temporary(true))
+            .await?
+    } else {
+        conn.create_slot(&CreateSlot::new(&names.slot)).await?
+    };
+    let snapshot = exported
+        .snapshot_name
+        .clone()
+        .ok_or(TaskError::NoSnapshot)?;
+    state::set_phase(admin, &spec.name, Direction::Forward, Phase::Schema).await?;
+
+    let mut options = SyncOptions::new(&spec.name);
+    options.selection = spec.objects.clone();
+    options.mapping = spec.mapping.clone();
+    options.workers = usize::from(spec.sync.copy_workers);
+    options.existing = match spec.sync.existing_tables {
+        ExistingTables::Error if spec.sync.schema => pgsync_snapshot::ExistingTables::Error,
+        _ => pgsync_snapshot::ExistingTables::Ignore,
+    };
+    options.snapshot_lsn = Some(exported.consistent_point);
+    let sync = FullSync::new(
+        SnapEndpoint::new(spec.source.config().clone()),
+        SnapEndpoint::new(spec.destination.config().clone()),
+        options,
+    );
+    let mut handle = sync.start(snapshot);
+    let imported = tokio::select! {
+        r = handle.snapshot_imported() => r,
+        () = shutdown.wait() => {
+            tracing::info!("stopping during the initial sync; it resumes at the next start");
+            return Ok(());
+        }
+    };
+    // The snapshot may go now; a temporary slot goes with its session.
+    conn.close().await?;
+    if let Err(e) = imported {
+        return Err(handle.finish().await.err().unwrap_or(e).into());
+    }
+    state::set_phase(admin, &spec.name, Direction::Forward, Phase::Full).await?;
+    let report = handle.finish().await?;
+    tracing::info!(
+        rows = report.copy.rows,
+        bytes = report.copy.bytes,
+        seconds = report.timings.iter().map(|d| d.as_secs_f64()).sum::<f64>(),
+        "initial sync done"
+    );
+
+    // Streaming starts where the permanent slot begins.
+    let start: String = source
+        .query_one(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&names.slot],
+        )
+        .await
+        .map_err(TaskError::sql("reading the slot's start"))?
+        .get(0);
+    admin
+        .batch_execute(&format!(
+            "SELECT pg_replication_origin_advance({}, {}::pg_lsn)",
+            quote_literal(&names.origin),
+            quote_literal(&start)
+        ))
+        .await
+        .map_err(TaskError::sql("setting the origin's start"))?;
+    state::set_phase(admin, &spec.name, Direction::Forward, Phase::Incremental).await?;
+    Ok(())
+}
+
+/// Creates (or brings up to date) the publication over the selected tables; returns them.
+async fn ensure_publication(
+    source: &Client,
+    spec: &TaskSpec,
+    names: &TaskNames,
+) -> Result<Vec<QualifiedName>, TaskError> {
+    let rows = source
+        .query(
+            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgsync')
+               AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+             ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .map_err(TaskError::sql("listing the source's tables"))?;
+    let tables: Vec<QualifiedName> = rows
+        .iter()
+        .map(|r| QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)))
+        .filter(|t| spec.objects.contains(t))
+        .collect();
+    let list = tables
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let exists = source
+        .query_opt(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&names.publication],
+        )
+        .await
+        .map_err(TaskError::sql("looking for the publication"))?
+        .is_some();
+    let sql = if exists {
+        format!(
+            "ALTER PUBLICATION {} SET TABLE {list}",
+            Ident(&names.publication)
+        )
+    } else {
+        format!(
+            "CREATE PUBLICATION {} FOR TABLE {list}",
+            Ident(&names.publication)
+        )
+    };
+    source
+        .batch_execute(&sql)
+        .await
+        .map_err(TaskError::sql("creating the publication"))?;
+    Ok(tables)
+}
+
+/// The replication connection's settings: the source DSN's target and credentials.
+pub(super) fn replication_config(spec: &TaskSpec) -> Result<ReplicationConfig, TaskError> {
+    Ok(spec.source.replication_config()?)
+}
+
+/// Per source table, the LSN its copy is as of: the stream skips that table's changes up
+/// to it.
+pub(super) async fn copied_at(
+    admin: &Client,
+    task: &str,
+) -> Result<HashMap<QualifiedName, Lsn>, TaskError> {
+    let exists: bool = admin
+        .query_one("SELECT to_regclass('pgsync.copy_state') IS NOT NULL", &[])
+        .await
+        .map_err(TaskError::sql("looking for pgsync.copy_state"))?
+        .get(0);
+    if !exists {
+        return Ok(HashMap::new());
+    }
+    let rows = admin
+        .query(
+            "SELECT table_schema, table_name, max(snapshot_lsn)::text FROM pgsync.copy_state
+             WHERE task = $1 AND snapshot_lsn IS NOT NULL GROUP BY 1, 2",
+            &[&task],
+        )
+        .await
+        .map_err(TaskError::sql("reading pgsync.copy_state"))?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let lsn: Lsn = r.get::<_, &str>(2).parse().ok()?;
+            Some((
+                QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)),
+                lsn,
+            ))
+        })
+        .collect())
+}

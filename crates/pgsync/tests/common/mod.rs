@@ -1,0 +1,152 @@
+//! Helpers for the end-to-end tests: a task file for two clusters, the `pgsync` binary as
+//! a child process, table checksums, and waiting for convergence.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use pgsync_testkit::Cluster;
+use tokio::process::{Child, Command};
+
+/// A task file for A -> B in a temp dir.
+pub struct TaskFile {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl TaskFile {
+    pub fn new(a: &Cluster, b: &Cluster, extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("task.toml");
+        let text = format!(
+            "name = \"e2e\"\n[source]\ndsn = \"{}\"\n[destination]\ndsn = \"{}\"\n{extra}\n",
+            a.dsn(),
+            b.dsn()
+        );
+        std::fs::write(&path, text).unwrap();
+        Self { _dir: dir, path }
+    }
+}
+
+/// `pgsync run --config <file>` in the background, its log in a file (shown on failure).
+pub struct Pgsync {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Pgsync {
+    pub fn run(task: &TaskFile) -> Self {
+        let log = task
+            .path
+            .with_extension(format!("log.{}", std::process::id() ^ rand_u32()));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_pgsync"))
+            .args(["run", "--config"])
+            .arg(&task.path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        Self { child, log }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub async fn kill9(&mut self) {
+        self.child.kill().await.unwrap();
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub async fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().unwrap() as i32;
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("pgsync did not stop")
+            .unwrap()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn rand_u32() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+}
+
+/// count and md5 of every row of `table`, in a stable order.
+pub async fn checksum(c: &Cluster, table: &str) -> (i64, String) {
+    let sql = format!(
+        "SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t"
+    );
+    match c.client().await {
+        Ok(client) => match client.query_one(&sql, &[]).await {
+            Ok(row) => (row.get(0), row.get(1)),
+            Err(e) => (-1, e.to_string()),
+        },
+        Err(e) => (-1, e.to_string()),
+    }
+}
+
+pub const PGBENCH_TABLES: [&str; 4] = [
+    "pgbench_accounts",
+    "pgbench_branches",
+    "pgbench_tellers",
+    "pgbench_history",
+];
+
+/// Waits until every table has the same checksum on both sides; panics with the
+/// differences (and the pgsync log) after `timeout`.
+pub async fn wait_converged(
+    a: &Cluster,
+    b: &Cluster,
+    tables: &[&str],
+    timeout: Duration,
+    log: &str,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let mut diffs = Vec::new();
+        for t in tables {
+            let (x, y) = (checksum(a, t).await, checksum(b, t).await);
+            if x != y {
+                diffs.push(format!("{t}: A {x:?} B {y:?}"));
+            }
+        }
+        if diffs.is_empty() {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "not converged after {timeout:?}:\n{}\n--- pgsync log ---\n{log}",
+                diffs.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A with a pgbench database (history given REPLICA IDENTITY FULL: it has no key), B empty.
+pub async fn pgbench_pair(scale: u32) -> (Cluster, Cluster) {
+    let (a, b) = tokio::try_join!(
+        Cluster::builder().database("bench").start(),
+        Cluster::builder().database("bench").start()
+    )
+    .unwrap();
+    a.pgbench().init(scale).await.unwrap();
+    a.client()
+        .await
+        .unwrap()
+        .batch_execute("ALTER TABLE pgbench_history REPLICA IDENTITY FULL")
+        .await
+        .unwrap();
+    (a, b)
+}
