@@ -94,6 +94,14 @@ impl Endpoint {
         self.config.get_dbname().unwrap_or("postgres")
     }
 
+    /// Names the sessions this endpoint opens (`application_name`), unless the DSN named
+    /// them already; `release --force` finds a task's sessions by it.
+    pub(crate) fn set_application_name(&mut self, name: &str) {
+        if self.config.get_application_name().is_none() {
+            self.config.application_name(name);
+        }
+    }
+
     /// Opens an ordinary SQL session (its connection runs on a spawned task).
     pub async fn connect(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         let (client, conn) = self.config.connect(tokio_postgres::NoTls).await?;

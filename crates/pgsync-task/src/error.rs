@@ -40,6 +40,9 @@ pub enum TaskError {
         "the source created the slot without exporting a snapshot; the initial copy cannot be consistent"
     )]
     NoSnapshot,
+    /// The task's state disappeared while it ran (`pgsync release --force`).
+    #[error("the task was released while it ran; it stops rather than start over")]
+    Released,
     /// The source ended the replication stream.
     #[error("the source ended the replication stream")]
     StreamEnded,
@@ -66,7 +69,7 @@ impl TaskError {
             TaskError::Snapshot(e) => e.is_retryable(),
             TaskError::Apply(e) => e.is_retryable(),
             TaskError::StreamEnded => true,
-            TaskError::NoSnapshot => false,
+            TaskError::NoSnapshot | TaskError::Released => false,
         }
     }
 }

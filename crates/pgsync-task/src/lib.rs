@@ -6,8 +6,10 @@ mod error;
 pub mod forward;
 mod names;
 pub mod precheck;
+pub mod release;
 mod spec;
 pub mod state;
+pub mod status;
 
 pub use endpoint::{DsnError, Endpoint};
 pub use error::TaskError;

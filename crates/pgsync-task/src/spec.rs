@@ -117,7 +117,7 @@ impl TaskSpec {
 
     /// Parses and validates TOML text; `origin` names it in messages.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, SpecError> {
-        let spec: TaskSpec = toml::from_str(text).map_err(|e| SpecError::Toml {
+        let mut spec: TaskSpec = toml::from_str(text).map_err(|e| SpecError::Toml {
             path: origin.into(),
             message: e.to_string(),
         })?;
@@ -125,7 +125,15 @@ impl TaskSpec {
             path: origin.into(),
             message,
         })?;
+        let app = spec.application_name();
+        spec.source.set_application_name(&app);
+        spec.destination.set_application_name(&app);
         Ok(spec)
+    }
+
+    /// The `application_name` of the task's sessions: `pgsync:<name>`.
+    pub fn application_name(&self) -> String {
+        format!("pgsync:{}", self.name)
     }
 
     fn validate(&self) -> Result<(), String> {

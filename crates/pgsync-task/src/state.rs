@@ -88,6 +88,14 @@ pub async fn ensure_schema(client: &Client) -> Result<(), tokio_postgres::Error>
     client.batch_execute(CREATE_STATE).await
 }
 
+/// Whether schema `pgsync` with its task table exists.
+pub async fn exists(client: &Client) -> Result<bool, StateError> {
+    Ok(client
+        .query_one("SELECT to_regclass('pgsync.tasks') IS NOT NULL", &[])
+        .await?
+        .get(0))
+}
+
 fn direction_str(d: Direction) -> &'static str {
     match d {
         Direction::Forward => "forward",

@@ -32,6 +32,40 @@ pub(crate) enum Command {
     Run(RunArgs),
     /// Check both servers before anything is written; exit 3 if an item fails.
     Precheck(PrecheckArgs),
+    /// Show the task's phase, runner, slot lag and last error.
+    Status(StatusArgs),
+    /// Remove everything the task made on both servers (slots, publications, origins, state).
+    Release(ReleaseArgs),
+    /// Start two throwaway local clusters and sync them, with a live view.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    pub(crate) task: TaskFile,
+    /// Print JSON (for automation).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReleaseArgs {
+    #[command(flatten)]
+    pub(crate) task: TaskFile,
+    /// Also when a runner holds the task: its sessions are ended first.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) duration: Option<u64>,
+    /// Orders written per second on A by the demo's load.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) rate: u32,
 }
 
 #[derive(Debug, Args)]

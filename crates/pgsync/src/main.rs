@@ -10,9 +10,11 @@
 //! | 3    | precheck found failures: nothing was written                   |
 
 mod cli;
+mod demo;
 mod logging;
 mod precheck;
 mod run;
+mod status;
 
 use std::process::ExitCode;
 
@@ -52,6 +54,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Precheck(args) => precheck::run(args).await,
             Command::Run(args) => run::run(args).await,
+            Command::Status(args) => status::status(args).await,
+            Command::Release(args) => status::release(args).await,
+            Command::Demo(args) => demo::run(args).await,
         }
     });
     match outcome {
@@ -62,8 +67,20 @@ fn main() -> ExitCode {
             } else {
                 Exit::Failed
             };
-            tracing::error!("{e:#}");
+            tracing::error!("{}", error_text(&e));
             code.into()
         }
     }
+}
+
+/// The error and those of its causes whose text it does not already contain.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text = format!("{text}: {c}");
+        }
+    }
+    text
 }

@@ -65,6 +65,7 @@ pub async fn run(spec: &TaskSpec, mut shutdown: Shutdown) -> Result<(), TaskErro
     }
     let names = TaskNames::new(&spec.name, Direction::Forward);
     let mut lock: Option<RunnerLock> = None;
+    let mut started = false;
     let mut backoff = Backoff::default();
     loop {
         let result = async {
@@ -73,9 +74,14 @@ pub async fn run(spec: &TaskSpec, mut shutdown: Shutdown) -> Result<(), TaskErro
                 .connect()
                 .await
                 .map_err(TaskError::sql("connecting to the destination"))?;
-            state::ensure_schema(&admin)
-                .await
-                .map_err(TaskError::sql("creating schema pgsync on the destination"))?;
+            if !started {
+                state::ensure_schema(&admin)
+                    .await
+                    .map_err(TaskError::sql("creating schema pgsync on the destination"))?;
+            } else if !state::exists(&admin).await? {
+                // `release --force` removed the task under us: do not start it over.
+                return Err(TaskError::Released);
+            }
             // The lock lives in its own session; a destination restart ends it, so it is
             // taken again (or the task stops if another runner got it meanwhile).
             if !lock.as_ref().is_some_and(RunnerLock::is_held) {
@@ -87,6 +93,11 @@ pub async fn run(spec: &TaskSpec, mut shutdown: Shutdown) -> Result<(), TaskErro
                 lock = Some(RunnerLock::try_acquire(session, &spec.name).await?);
             }
             let phase = state::phase(&admin, &spec.name, Direction::Forward).await?;
+            if started && phase.is_none() {
+                // `release --force` removed the task under us: do not start it over.
+                return Err(TaskError::Released);
+            }
+            started = true;
             if phase != Some(Phase::Incremental) {
                 initial::run(spec, &names, &admin, &mut shutdown).await?;
                 if shutdown.requested() {
