@@ -135,7 +135,7 @@ async fn drive_load(client: Client, rate: u32, mut stop: Shutdown) -> anyhow::Re
             .await
             .context("writing an order on A")?;
         n += 1;
-        if n % 10 == 0 {
+        if n.is_multiple_of(10) {
             client
                 .batch_execute(CANCEL)
                 .await
