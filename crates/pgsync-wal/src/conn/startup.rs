@@ -70,6 +70,14 @@ pub(super) async fn startup(
         ("replication", "database"),
         ("application_name", config.application_name.as_str()),
         ("client_encoding", "UTF8"),
+        // pgoutput prints values with the walsender session's settings; these make the
+        // text forms unambiguous and exact, whatever the server's defaults (the apply
+        // session reads them back with the same settings). As PostgreSQL's own
+        // subscriber does.
+        ("datestyle", "ISO"),
+        ("intervalstyle", "postgres"),
+        ("extra_float_digits", "3"),
+        ("bytea_output", "hex"),
     ];
     if let Some(options) = &config.options {
         params.push(("options", options.as_str()));
