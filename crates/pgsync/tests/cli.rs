@@ -1,7 +1,11 @@
 //! The binary as users run it: bad task files and bad servers give a clear message, a
 //! documented non-zero exit code, and leave both servers untouched.
 
+mod common;
+
 use std::process::Output;
+
+use common::untouched;
 
 use pgsync_testkit::{Cluster, HostAuth};
 
@@ -20,21 +24,6 @@ fn write_task(dir: &tempfile::TempDir, text: &str) -> String {
 
 fn task_text(a: &str, b: &str) -> String {
     format!("name = \"shop\"\n[source]\ndsn = \"{a}\"\n[destination]\ndsn = \"{b}\"\n")
-}
-
-/// Nothing pgsync would create exists on the server.
-async fn untouched(c: &Cluster) {
-    let client = c.client().await.unwrap();
-    let row = client
-        .query_one(
-            "SELECT (SELECT count(*) FROM pg_replication_slots) + (SELECT count(*) FROM pg_publication)
-                  + (SELECT count(*) FROM pg_replication_origin)
-                  + (SELECT count(*) FROM pg_namespace WHERE nspname = 'pgsync')",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert_eq!(row.get::<_, i64>(0), 0, "pgsync left objects behind");
 }
 
 #[test]

@@ -7,7 +7,7 @@ mod common;
 use std::process::Output;
 use std::time::Duration;
 
-use common::{PGBENCH_TABLES, Pgsync, TaskFile, pgbench_pair, wait_converged};
+use common::{PGBENCH_TABLES, Pgsync, TaskFile, pgbench_pair, untouched, wait_converged};
 use pgsync_testkit::Cluster;
 
 fn pgsync(args: &[&str], task: &TaskFile) -> Output {
@@ -17,28 +17,6 @@ fn pgsync(args: &[&str], task: &TaskFile) -> Output {
         .arg(&task.path)
         .output()
         .unwrap()
-}
-
-/// Nothing pgsync would create exists on the server.
-async fn untouched(c: &Cluster) {
-    let row = c
-        .client()
-        .await
-        .unwrap()
-        .query_one(
-            "SELECT (SELECT count(*) FROM pg_replication_slots) + (SELECT count(*) FROM pg_publication)
-                  + (SELECT count(*) FROM pg_replication_origin)
-                  + (SELECT count(*) FROM pg_namespace WHERE nspname = 'pgsync')",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        row.get::<_, i64>(0),
-        0,
-        "pgsync objects are left on port {}",
-        c.port()
-    );
 }
 
 #[tokio::test]

@@ -150,3 +150,26 @@ pub async fn pgbench_pair(scale: u32) -> (Cluster, Cluster) {
         .unwrap();
     (a, b)
 }
+
+/// Nothing pgsync would create exists on the server (slots, publications, origins,
+/// schema pgsync).
+pub async fn untouched(c: &Cluster) {
+    let row = c
+        .client()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_replication_slots) + (SELECT count(*) FROM pg_publication)
+                  + (SELECT count(*) FROM pg_replication_origin)
+                  + (SELECT count(*) FROM pg_namespace WHERE nspname = 'pgsync')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, i64>(0),
+        0,
+        "pgsync objects are left on port {}",
+        c.port()
+    );
+}
