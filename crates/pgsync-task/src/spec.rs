@@ -6,6 +6,10 @@
 
 use std::path::Path;
 
+use std::collections::BTreeMap;
+
+use pgsync_conflict::{ConflictKind, ConflictPolicies, Policy};
+use pgsync_loop::LoopPrevention;
 use pgsync_names::{Mapping, Selection};
 use serde::Deserialize;
 
@@ -48,6 +52,26 @@ pub struct SyncSpec {
     pub existing_tables: ExistingTables,
     /// Parallel workers of the full copy.
     pub copy_workers: u16,
+    /// How conflicts are resolved: `fail` (default), `ignore`, `overwrite`,
+    /// `last_write_wins`.
+    pub conflict_policy: Policy,
+    /// Per conflict kind, a policy other than `conflict_policy`.
+    pub conflict_policy_per_kind: BTreeMap<ConflictKind, Policy>,
+    /// How two-way sync keeps changes from looping: `origins` (default) or `marker`.
+    pub loop_prevention: LoopPrevention,
+}
+
+impl SyncSpec {
+    /// The conflict policies as the applier uses them.
+    pub fn conflict_policies(&self) -> Result<ConflictPolicies, String> {
+        let mut p = ConflictPolicies::uniform(self.conflict_policy);
+        for (&kind, &policy) in &self.conflict_policy_per_kind {
+            p = p
+                .with(kind, policy)
+                .map_err(|e| format!("sync.conflict_policy_per_kind: {e}"))?;
+        }
+        Ok(p)
+    }
 }
 
 impl Default for SyncSpec {
@@ -59,6 +83,9 @@ impl Default for SyncSpec {
             ddl: true,
             existing_tables: ExistingTables::Error,
             copy_workers: 4,
+            conflict_policy: Policy::Fail,
+            conflict_policy_per_kind: BTreeMap::new(),
+            loop_prevention: LoopPrevention::Origins,
         }
     }
 }
@@ -144,6 +171,7 @@ impl TaskSpec {
                 self.sync.copy_workers
             ));
         }
+        self.sync.conflict_policies()?;
         if self.objects.include.is_empty() {
             return Err(
                 "objects.include is empty: nothing would be synced (e.g. include = [\"public.*\"])"
@@ -186,6 +214,7 @@ two_way = false
 schema = true
 full = true
 ddl = true
+conflict_policy = "fail"       # fail | ignore | overwrite | last_write_wins
 [objects]
 include = ["public.*"]
 exclude = []
@@ -241,6 +270,26 @@ exclude = []
         .unwrap_err()
         .to_string();
         assert!(err.contains("schema.table"), "{err}");
+    }
+
+    #[test]
+    fn conflict_policies_parse_globally_and_per_kind() {
+        let text = GOOD.replace(
+            "conflict_policy = \"fail\"       # fail | ignore | overwrite | last_write_wins",
+            "conflict_policy = \"last_write_wins\"\nloop_prevention = \"marker\"\n[sync.conflict_policy_per_kind]\ninsert_exists = \"ignore\"",
+        );
+        let spec = TaskSpec::from_toml(&text, "x").unwrap();
+        assert_eq!(spec.sync.conflict_policy, Policy::LastWriteWins);
+        assert_eq!(spec.sync.loop_prevention, LoopPrevention::Marker);
+        let p = spec.sync.conflict_policies().unwrap();
+        assert_eq!(p.for_kind(ConflictKind::InsertExists), Policy::Ignore);
+        assert_eq!(
+            p.for_kind(ConflictKind::UpdateMissing),
+            Policy::LastWriteWins
+        );
+        let bad = GOOD.replace("conflict_policy = \"fail\"", "conflict_policy = \"newest\"");
+        let err = TaskSpec::from_toml(&bad, "x").unwrap_err().to_string();
+        assert!(err.contains("newest"), "{err}");
     }
 
     #[test]

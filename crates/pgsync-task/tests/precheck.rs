@@ -332,3 +332,51 @@ async fn a_role_without_privileges_fails_on_both_sides_and_passes_with_them() {
         "{report}"
     );
 }
+
+#[tokio::test]
+async fn last_write_wins_needs_commit_timestamps_on_the_destination() {
+    let a = Cluster::builder().database("shop").start().await.unwrap();
+    let mut b = Cluster::builder()
+        .database("shop")
+        .setting("track_commit_timestamp", "off")
+        .start()
+        .await
+        .unwrap();
+    a.client()
+        .await
+        .unwrap()
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    let lww = "[sync]\nconflict_policy = \"last_write_wins\"";
+    let report = precheck::run(&spec(&a, &b, lww)).await;
+    assert_eq!(
+        status(&report, Side::Destination, "commit_timestamps"),
+        Status::Fail,
+        "{report}"
+    );
+    assert!(
+        fix(&report, Side::Destination, "commit_timestamps")
+            .contains("track_commit_timestamp = on")
+    );
+    // Not needed (not checked) under another policy.
+    let report = precheck::run(&spec(&a, &b, "")).await;
+    assert!(
+        report.get(Side::Destination, "commit_timestamps").is_none(),
+        "{report}"
+    );
+
+    b.client()
+        .await
+        .unwrap()
+        .batch_execute("ALTER SYSTEM SET track_commit_timestamp = on")
+        .await
+        .unwrap();
+    b.restart().await.unwrap();
+    let report = precheck::run(&spec(&a, &b, lww)).await;
+    assert_eq!(
+        status(&report, Side::Destination, "commit_timestamps"),
+        Status::Pass,
+        "{report}"
+    );
+}

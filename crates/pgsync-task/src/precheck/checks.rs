@@ -188,6 +188,13 @@ async fn check_destination(
         check_capacity(report, side, b).await?;
     }
     check_apply_privileges(report, b).await?;
+    if spec
+        .sync
+        .conflict_policies()
+        .is_ok_and(|p| p.uses_last_write_wins())
+    {
+        check_commit_timestamps(report, side, b).await?;
+    }
 
     // A task that already started made (or kept) its tables itself: it resumes.
     let has_state: bool = b
@@ -265,6 +272,32 @@ async fn check_destination(
             format!("schema sync is off, but these tables are missing: {}", list(&absent)),
             "create them, or set sync.schema = true",
         ),
+    }
+    Ok(())
+}
+
+async fn check_commit_timestamps(
+    report: &mut Report,
+    side: Side,
+    c: &Client,
+) -> Result<(), tokio_postgres::Error> {
+    let on: String = c
+        .query_one("SHOW track_commit_timestamp", &[])
+        .await?
+        .get(0);
+    if on == "on" {
+        report.pass(
+            side,
+            "commit_timestamps",
+            "track_commit_timestamp = on (last_write_wins can compare commit times)",
+        );
+    } else {
+        report.fail(
+            side,
+            "commit_timestamps",
+            "last_write_wins needs the commit time of local rows, but track_commit_timestamp = off",
+            "ALTER SYSTEM SET track_commit_timestamp = on; then restart the server",
+        );
     }
     Ok(())
 }
