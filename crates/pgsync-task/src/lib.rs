@@ -10,6 +10,7 @@ pub mod release;
 mod spec;
 pub mod state;
 pub mod status;
+pub mod validate;
 
 pub use endpoint::{DsnError, Endpoint};
 pub use error::TaskError;
