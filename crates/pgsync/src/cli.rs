@@ -34,6 +34,8 @@ pub(crate) enum Command {
     Precheck(PrecheckArgs),
     /// Show the task's phase, runner, slot lag and last error.
     Status(StatusArgs),
+    /// Compare the tables on both servers while they run; exit 4 if they differ.
+    Validate(ValidateArgs),
     /// Remove everything the task made on both servers (slots, publications, origins, state).
     Release(ReleaseArgs),
     /// Start two throwaway local clusters and sync them, with a live view.
@@ -47,6 +49,27 @@ pub(crate) struct StatusArgs {
     /// Print JSON (for automation).
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ValidateArgs {
+    #[command(flatten)]
+    pub(crate) task: TaskFile,
+    /// Print the report as JSON (for automation).
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Rewrite the destination's differing rows from the source (the source wins).
+    #[arg(long)]
+    pub(crate) repair: bool,
+    /// Only this source table (schema.table); repeat for more. Default: all the task's.
+    #[arg(long, value_name = "SCHEMA.TABLE")]
+    pub(crate) table: Vec<String>,
+    /// Rows per key-range chunk (default 50000).
+    #[arg(long, value_name = "ROWS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) chunk_rows: Option<u64>,
+    /// Longest wait for the task's lag to pass before a difference is believed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub(crate) lag_timeout: u64,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@
 //! | 1    | the task failed at run time (the message says why)             |
 //! | 2    | bad usage or a bad task file: nothing was connected or written |
 //! | 3    | precheck found failures: nothing was written                   |
+//! | 4    | `validate`: the two sides differ (after `--repair`, if given)  |
 
 mod cli;
 mod demo;
@@ -15,6 +16,7 @@ mod logging;
 mod precheck;
 mod run;
 mod status;
+mod validate;
 
 use std::process::ExitCode;
 
@@ -29,6 +31,7 @@ pub(crate) enum Exit {
     Failed = 1,
     BadInput = 2,
     PrecheckFailed = 3,
+    Differences = 4,
 }
 
 impl From<Exit> for ExitCode {
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
             Command::Precheck(args) => precheck::run(args).await,
             Command::Run(args) => run::run(args).await,
             Command::Status(args) => status::status(args).await,
+            Command::Validate(args) => validate::validate(args).await,
             Command::Release(args) => status::release(args).await,
             Command::Demo(args) => demo::run(args).await,
         }
