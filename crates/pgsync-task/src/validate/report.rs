@@ -87,6 +87,8 @@ pub struct TableReport {
     pub rows_destination: i64,
     /// Key-range chunks compared.
     pub chunks: usize,
+    /// Chunks whose checksums differed in the first pass (changes in flight included).
+    pub chunks_rechecked: usize,
     /// Chunks whose checksums still differed after the lag had passed.
     pub chunks_differing: usize,
     /// Differing rows found (all of them, even beyond those listed in `rows`).
@@ -126,6 +128,7 @@ impl TableReport {
             rows_source: 0,
             rows_destination: 0,
             chunks: 0,
+            chunks_rechecked: 0,
             chunks_differing: 0,
             differences: 0,
             rows: Vec::new(),

@@ -49,15 +49,16 @@ pub(super) enum Verdict {
     Unstable,
 }
 
-/// Every key of `chunk` on one side, with its row's checksum.
+/// Every key of `chunk` on one side (on its session `session`), with its row's checksum.
 pub(super) async fn list(
     side: &Side,
+    session: usize,
     plan: &TablePlan,
     chunk: &Chunk,
 ) -> Result<HashMap<Key, i64>, ValidateError> {
     let sql = TableSql::new(plan, side.which).keys(chunk.lo.is_some(), chunk.hi.is_some());
     let rows = side
-        .client(0)
+        .client(session)
         .query(&sql, &chunk.params())
         .await
         .map_err(side.err(format!("listing the keys of {}", plan.name(side.which))))?;
