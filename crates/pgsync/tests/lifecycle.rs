@@ -141,3 +141,28 @@ async fn release_with_force_stops_a_running_task_first() {
     untouched(&a).await;
     untouched(&b).await;
 }
+
+#[tokio::test]
+async fn a_second_runner_of_the_same_task_is_refused_at_once() {
+    let (a, b) = pgbench_pair(1).await;
+    let task = TaskFile::new(&a, &b, "");
+    let first = Pgsync::run(&task);
+    wait_converged(
+        &a,
+        &b,
+        &PGBENCH_TABLES,
+        Duration::from_secs(60),
+        &first.log_text(),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let out = pgsync(&["run"], &task);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already being run"));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "refused only after {:?}",
+        started.elapsed()
+    );
+    assert!(first.stop().await.success());
+}

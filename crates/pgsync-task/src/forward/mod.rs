@@ -59,7 +59,18 @@ impl Shutdown {
 /// Runs the forward task until `shutdown` (Ok) or a definite error. Transient errors
 /// (a server restarting, a dropped connection) are retried with backoff.
 pub async fn run(spec: &TaskSpec, mut shutdown: Shutdown) -> Result<(), TaskError> {
-    let report = precheck::run(spec).await;
+    // Another runner of the task is a definite error, told before the precheck (whose
+    // slot check would otherwise wait for that runner's slot).
+    if let Ok(b) = spec.destination.connect().await
+        && let Ok(Some(pid)) = state::holder(&b, &spec.name).await
+    {
+        return Err(state::StateError::Locked {
+            task: spec.name.clone(),
+            pid,
+        }
+        .into());
+    }
+    let report = precheck_waiting_for_slot(spec, &mut shutdown).await;
     if !report.ok() {
         return Err(TaskError::Precheck(report));
     }
@@ -125,6 +136,34 @@ pub async fn run(spec: &TaskSpec, mut shutdown: Shutdown) -> Result<(), TaskErro
                 }
                 return Err(e);
             }
+        }
+    }
+}
+
+/// How long `run` waits for the task's slot to be let go by a previous runner.
+const SLOT_WAIT: Duration = Duration::from_secs(60);
+
+/// The precheck, except that a slot still held by a walsender is waited for: after a
+/// runner was killed, its walsender lets go of the slot only when it notices the dead
+/// connection. Other failures are returned at once.
+async fn precheck_waiting_for_slot(spec: &TaskSpec, shutdown: &mut Shutdown) -> precheck::Report {
+    let deadline = tokio::time::Instant::now() + SLOT_WAIT;
+    loop {
+        let report = precheck::run(spec).await;
+        let only_slot = report.failures().all(|c| c.id == "slot");
+        if report.ok()
+            || !only_slot
+            || tokio::time::Instant::now() >= deadline
+            || shutdown.requested()
+        {
+            return report;
+        }
+        tracing::info!(
+            "the task's slot is still in use (a previous runner's session?); waiting for it"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = shutdown.wait() => {}
         }
     }
 }
