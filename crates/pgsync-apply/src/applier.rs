@@ -50,6 +50,9 @@ pub struct ApplierConfig {
     /// Per source table, the LSN its initial copy is as of: changes to it in source
     /// transactions ending at or before that LSN are already in the copy and are skipped.
     pub copied_at: HashMap<QualifiedName, Lsn>,
+    /// When set, only changes to these source tables are applied; the others are
+    /// dropped (the reverse task of a two-way pair covers only the forward selection).
+    pub only_tables: Option<std::collections::HashSet<QualifiedName>>,
 }
 
 impl ApplierConfig {
@@ -61,6 +64,7 @@ impl ApplierConfig {
             pipeline_depth: 1000,
             copy_min_rows: 64,
             copied_at: HashMap::new(),
+            only_tables: None,
         }
     }
 }
@@ -181,6 +185,15 @@ impl Applier {
             ))?;
         let flushed: Lsn = row.get::<_, &str>(0).parse().unwrap_or_default();
         Ok(self.flush.flushed_to(flushed))
+    }
+
+    /// Records `txn` as handled without applying it (a transaction dropped by loop
+    /// prevention), so that progress and the slot move past it.
+    pub fn skip(&mut self, txn: &Transaction) {
+        if txn.end_lsn > self.progress {
+            self.progress = txn.end_lsn;
+            self.flush.nothing_written(txn.end_lsn);
+        }
     }
 
     /// Applies `group` (source transactions in commit order) as one destination
@@ -308,9 +321,14 @@ impl Applier {
                 Change::Truncate { relations, options } => {
                     let tables: Vec<_> = relations
                         .iter()
+                        .filter(|r| self.allowed(r) && end_lsn > self.tables[&r.oid].copied_at)
                         .map(|r| self.tables[&r.oid].dest.clone())
                         .collect();
-                    Step::Simple(sql::truncate(&tables, options.restart_identity))
+                    if tables.is_empty() {
+                        Step::Nothing
+                    } else {
+                        Step::Simple(sql::truncate(&tables, options.restart_identity))
+                    }
                 }
                 // Logical messages (DDL capture) are handled before the applier.
                 _ => Step::Nothing,
@@ -359,9 +377,19 @@ impl Applier {
         match change {
             Change::Insert { relation, .. }
             | Change::Update { relation, .. }
-            | Change::Delete { relation, .. } => end_lsn <= self.tables[&relation.oid].copied_at,
+            | Change::Delete { relation, .. } => {
+                !self.allowed(relation) || end_lsn <= self.tables[&relation.oid].copied_at
+            }
             _ => false,
         }
+    }
+
+    /// Whether changes to `relation` are applied at all (see [`ApplierConfig::only_tables`]).
+    fn allowed(&self, relation: &Relation) -> bool {
+        self.config
+            .only_tables
+            .as_ref()
+            .is_none_or(|t| t.contains(&relation.name))
     }
 
     /// Resolves the relations of `change` (again, when their layout changed).
@@ -374,6 +402,9 @@ impl Applier {
             _ => &[],
         };
         for r in relations {
+            if !self.allowed(r) {
+                continue;
+            }
             let current = self
                 .tables
                 .get(&r.oid)
