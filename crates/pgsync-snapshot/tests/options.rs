@@ -115,6 +115,56 @@ async fn a_selection_that_leaves_out_a_partition_is_refused() -> anyhow::Result<
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_named_in_the_selection_that_does_not_exist_is_refused() -> anyhow::Result<()> {
+    let (src, dst) = pair().await?;
+    src.client()
+        .await?
+        .batch_execute(r#"CREATE TABLE "Orders" (id int)"#)
+        .await?;
+    let exported = export_snapshot(&src).await?;
+    let mut options = SyncOptions::new("missing");
+    options.selection = Selection::parse(["public.orders"], [])?;
+    let err = FullSync::new(endpoint(&src), endpoint(&dst), options)
+        .start(&exported.name)
+        .finish()
+        .await
+        .expect_err("public.orders is not \"Orders\"");
+    assert!(matches!(err, SnapshotError::MissingTable { .. }), "{err}");
+    assert!(err.to_string().contains("double quotes"), "{err}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_role_without_select_gets_a_permission_error_that_names_the_grant()
+-> anyhow::Result<()> {
+    let (src, dst) = pair().await?;
+    src.client()
+        .await?
+        .batch_execute(&format!(
+            "{SOURCE} CREATE ROLE reader LOGIN; GRANT SELECT ON t1 TO reader;"
+        ))
+        .await?;
+    let exported = export_snapshot(&src).await?;
+    let reader = pgsync_snapshot::Endpoint::parse(&format!(
+        "host=127.0.0.1 port={} user=reader dbname=app",
+        src.port()
+    ))?;
+    let err = FullSync::new(reader, endpoint(&dst), SyncOptions::new("denied"))
+        .start(&exported.name)
+        .finish()
+        .await
+        .expect_err("reader cannot read t2");
+    assert_eq!(err.code().map(|c| c.code()), Some("42501"), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("t2") && text.contains("needs SELECT"),
+        "{text}"
+    );
+    assert!(!err.is_retryable());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_whose_exporter_ended_is_refused_with_the_fix() -> anyhow::Result<()> {
     let (src, dst) = pair().await?;
     let exported = export_snapshot(&src).await?;

@@ -231,6 +231,7 @@ impl Plan {
         mode: ExistingTables,
         existing: &HashSet<QualifiedName>,
     ) -> Result<Self> {
+        check_named_tables_exist(cat, selection)?;
         check_partition_trees(cat, selection)?;
         let mut relations: HashSet<u32> = cat
             .tables
@@ -412,6 +413,30 @@ pub(crate) fn describe(cat: &Catalog, key: ObjectKey) -> String {
             name(cat.functions.iter().find(|f| f.oid == o).map(|f| &f.name))
         ),
     }
+}
+
+/// An include pattern without wildcards names one table (or view); it must exist.
+fn check_named_tables_exist(cat: &Catalog, selection: &Selection) -> Result<()> {
+    for p in &selection.include {
+        let text = p.to_string();
+        if text.contains(['*', '?']) {
+            continue;
+        }
+        let Ok(name) = QualifiedName::parse(&text) else {
+            continue;
+        };
+        let found =
+            cat.tables.iter().any(|t| t.name == name) || cat.views.iter().any(|v| v.name == name);
+        if !found {
+            return Err(SnapshotError::MissingTable {
+                side: crate::error::Side::Source,
+                table: name,
+                what_to_do: "check its schema and spelling (mixed-case names need double quotes in \
+                             the selection, e.g. \"Sales\".\"Orders\"), or remove it from the selection",
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A partitioned table and all its partitions are synced together (MISSION S6).
