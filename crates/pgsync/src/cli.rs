@@ -70,6 +70,9 @@ pub(crate) struct ValidateArgs {
     /// Longest wait for the task's lag to pass before a difference is believed.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub(crate) lag_timeout: u64,
+    /// Sessions per server: chunks checksummed at once on each side.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub(crate) jobs: u16,
 }
 
 #[derive(Debug, Args)]

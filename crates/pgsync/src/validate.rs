@@ -18,6 +18,7 @@ pub(crate) async fn validate(args: ValidateArgs) -> anyhow::Result<Exit> {
     let mut options = ValidateOptions {
         repair: args.repair,
         lag_timeout: Duration::from_secs(args.lag_timeout),
+        sessions: usize::from(args.jobs),
         ..ValidateOptions::default()
     };
     if let Some(rows) = args.chunk_rows {

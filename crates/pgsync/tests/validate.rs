@@ -102,6 +102,8 @@ async fn rows_changed_deleted_and_inserted_by_hand_on_b_are_reported_and_repaire
     }
     assert_eq!(accounts["rows_source"], 100_000);
     assert_eq!(accounts["rows_destination"], 100_000);
+    // The task runs and the source is quiet: the lag passed (it was not waited out).
+    assert_eq!(accounts["lag"], "applied", "{accounts:#}");
 
     let (code, report, err) = validate(&task, &["--repair"]).await;
     assert_eq!(code, 0, "{report:#}\n{err}");

@@ -194,10 +194,12 @@ impl fmt::Display for TableReport {
         }
         writeln!(
             f,
-            "    rows: {} on the source, {} on the destination; {} chunk(s), {} differing; {:.1} s",
+            "    rows: {} on the source, {} on the destination; {} chunk(s), {} rechecked after \
+             the lag, {} still differing; {:.1} s",
             self.rows_source,
             self.rows_destination,
             self.chunks,
+            self.chunks_rechecked,
             self.chunks_differing,
             self.seconds
         )?;
