@@ -59,6 +59,14 @@ async fn rows_changed_deleted_and_inserted_by_hand_on_b_are_reported_and_repaire
     )
     .await;
 
+    // WAL on A beyond the last change the task applied, none of it for the task: the
+    // origin's progress stays behind it, and the wait must still end.
+    exec(
+        &a,
+        "CREATE SCHEMA elsewhere; CREATE TABLE elsewhere.log AS SELECT generate_series(1, 1000) x",
+    )
+    .await;
+
     let (code, report, err) = validate(&task, &[]).await;
     assert_eq!(code, 4, "{report:#}\n{err}");
     let accounts = table(&report, "pgbench_accounts");

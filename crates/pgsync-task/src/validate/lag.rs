@@ -75,12 +75,14 @@ impl Direction<'_> {
         loop {
             let progress = self.progress().await?;
             if progress >= lsn {
+                tracing::debug!(%lsn, %progress, "lag passed: applied");
                 return Ok(Settled::Applied);
             }
             let Some(slot) = self.slot().await? else {
                 return Ok(Settled::NoTask);
             };
             if slot.confirmed >= lsn {
+                tracing::debug!(%lsn, confirmed = %slot.confirmed, "lag passed: confirmed");
                 return Ok(Settled::Applied);
             }
             let Some(sent) = slot.sent else {
@@ -89,6 +91,7 @@ impl Direction<'_> {
             let idle = sent >= lsn && last_progress == Some(progress) && !self.writing().await?;
             quiet = if idle { quiet + 1 } else { 0 };
             if quiet >= QUIET_POLLS {
+                tracing::debug!(%lsn, %progress, %sent, "lag passed: nothing in flight");
                 return Ok(Settled::Applied);
             }
             last_progress = Some(progress);
