@@ -40,6 +40,9 @@ pub enum TaskError {
         "the source created the slot without exporting a snapshot; the initial copy cannot be consistent"
     )]
     NoSnapshot,
+    /// The mapping cannot be inverted for the reverse task.
+    #[error("two-way sync needs a mapping that can be inverted: {0}")]
+    Mapping(String),
     /// The task's state disappeared while it ran (`pgsync release --force`).
     #[error("the task was released while it ran; it stops rather than start over")]
     Released,
@@ -69,7 +72,7 @@ impl TaskError {
             TaskError::Snapshot(e) => e.is_retryable(),
             TaskError::Apply(e) => e.is_retryable(),
             TaskError::StreamEnded => true,
-            TaskError::NoSnapshot | TaskError::Released => false,
+            TaskError::NoSnapshot | TaskError::Released | TaskError::Mapping(_) => false,
         }
     }
 }

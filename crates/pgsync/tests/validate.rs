@@ -307,3 +307,46 @@ async fn a_table_the_task_does_not_select_exits_2() {
     assert_eq!(code, 4, "{err}");
     assert_eq!(table(&report, "t")["outcome"], "missing_on_destination");
 }
+
+#[tokio::test]
+async fn a_composite_text_key_is_chunked_compared_and_repaired_without_a_task() {
+    let (a, b) = tokio::try_join!(
+        Cluster::builder().database("shop").start(),
+        Cluster::builder().database("shop").start()
+    )
+    .unwrap();
+    let setup = "CREATE TABLE public.stock (region text, id int, qty int, note text,
+                     PRIMARY KEY (region, id));
+                 INSERT INTO public.stock
+                 SELECT r, i, i % 13, CASE WHEN i % 5 = 0 THEN NULL ELSE 'n' || i END
+                 FROM unnest(ARRAY['east', 'North', 'west', 'süd']) r, generate_series(1, 2500) i;";
+    exec(&a, setup).await;
+    exec(&b, setup).await;
+    let task = TaskFile::new(&a, &b, "[objects]\ninclude = [\"public.stock\"]\n");
+    let (code, report, err) = validate(&task, &["--chunk-rows", "700"]).await;
+    assert_eq!(code, 0, "{report:#}\n{err}");
+    let stock = table(&report, "stock");
+    assert!(stock["chunks"].as_u64().unwrap() >= 10, "{stock:#}");
+    assert_eq!(
+        stock["lag"],
+        Value::Null,
+        "nothing differed, nothing waited for"
+    );
+
+    exec(
+        &b,
+        "UPDATE public.stock SET note = '' WHERE region = 'west' AND id = 5;
+         DELETE FROM public.stock WHERE region = 'North' AND id = 2500;
+         INSERT INTO public.stock VALUES ('zzz', 1, 1, 'only on b');",
+    )
+    .await;
+    let (code, report, err) = validate(&task, &["--chunk-rows", "700", "--repair"]).await;
+    assert_eq!(code, 0, "{report:#}\n{err}");
+    let stock = table(&report, "stock");
+    assert_eq!(stock["repaired"], 3, "{stock:#}");
+    assert_eq!(stock["lag"], "no_task", "{stock:#}");
+    assert_eq!(
+        checksum(&a, "public.stock").await,
+        checksum(&b, "public.stock").await
+    );
+}

@@ -38,6 +38,9 @@ pub(super) async fn run(
     let tables = ensure_publication(&source, spec, names).await?;
     tracing::info!(tables = tables.len(), publication = %names.publication, "publication ready");
     pgsync_apply::ensure_origin(admin, &names.origin).await?;
+    if spec.sync.two_way {
+        prepare_reverse(spec, &source).await?;
+    }
 
     let slot_exists = source
         .query_opt(
@@ -71,6 +74,8 @@ pub(super) async fn run(
         _ => pgsync_snapshot::ExistingTables::Ignore,
     };
     options.snapshot_lsn = Some(exported.consistent_point);
+    // Two-way: rows the copy writes on B carry pgsync origins, so B's reader drops them.
+    options.origin_prefix = spec.sync.two_way.then(|| names.origin.clone());
     let sync = FullSync::new(
         SnapEndpoint::new(spec.source.config().clone()),
         SnapEndpoint::new(spec.destination.config().clone()),
@@ -97,6 +102,17 @@ pub(super) async fn run(
         seconds = report.timings.iter().map(|d| d.as_secs_f64()).sum::<f64>(),
         "initial sync done"
     );
+
+    if spec.sync.two_way {
+        let b = spec
+            .destination
+            .connect()
+            .await
+            .map_err(TaskError::sql("connecting to the destination"))?;
+        let reverse = TaskNames::new(&spec.name, Direction::Reverse);
+        let mapped: Vec<QualifiedName> = tables.iter().map(|t| spec.mapping.table(t)).collect();
+        ensure_publication_on(&b, &reverse.publication, &mapped).await?;
+    }
 
     // Streaming starts where the permanent slot begins.
     let start: String = source
@@ -141,35 +157,114 @@ async fn ensure_publication(
         .map(|r| QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)))
         .filter(|t| spec.objects.contains(t))
         .collect();
+    ensure_publication_on(source, &names.publication, &tables).await?;
+    Ok(tables)
+}
+
+/// Creates `publication` over `tables`, or sets its tables to them.
+async fn ensure_publication_on(
+    c: &Client,
+    publication: &str,
+    tables: &[QualifiedName],
+) -> Result<(), TaskError> {
     let list = tables
         .iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ");
-    let exists = source
+    let exists = c
         .query_opt(
             "SELECT 1 FROM pg_publication WHERE pubname = $1",
-            &[&names.publication],
+            &[&publication],
         )
         .await
         .map_err(TaskError::sql("looking for the publication"))?
         .is_some();
     let sql = if exists {
-        format!(
-            "ALTER PUBLICATION {} SET TABLE {list}",
-            Ident(&names.publication)
-        )
+        format!("ALTER PUBLICATION {} SET TABLE {list}", Ident(publication))
     } else {
-        format!(
-            "CREATE PUBLICATION {} FOR TABLE {list}",
-            Ident(&names.publication)
-        )
+        format!("CREATE PUBLICATION {} FOR TABLE {list}", Ident(publication))
     };
-    source
-        .batch_execute(&sql)
+    c.batch_execute(&sql).await.map_err(TaskError::sql(format!(
+        "creating publication {publication}"
+    )))
+}
+
+/// Two-way bootstrap, before the forward copy starts: the reverse slot on B exists (so
+/// everything applications write on B from now on is kept for A), and the reverse
+/// origin on A (so rows applied there are recognised and not sent back).
+async fn prepare_reverse(spec: &TaskSpec, source: &Client) -> Result<(), TaskError> {
+    let reverse = TaskNames::new(&spec.name, Direction::Reverse);
+    pgsync_apply::ensure_origin(source, &reverse.origin).await?;
+    let b = spec
+        .destination
+        .connect()
         .await
-        .map_err(TaskError::sql("creating the publication"))?;
-    Ok(tables)
+        .map_err(TaskError::sql("connecting to the destination"))?;
+    let exists = b
+        .query_opt(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+            &[&reverse.slot],
+        )
+        .await
+        .map_err(TaskError::sql("looking for the reverse slot"))?
+        .is_some();
+    if !exists {
+        // Decoding looks publications up as of each change, so the publication must be
+        // older than the slot: made here with the mapped tables B already has; those the
+        // schema sync creates join it after the copy.
+        let has_pub = b
+            .query_opt(
+                "SELECT 1 FROM pg_publication WHERE pubname = $1",
+                &[&reverse.publication],
+            )
+            .await
+            .map_err(TaskError::sql("looking for the reverse publication"))?
+            .is_some();
+        if !has_pub {
+            let present: Vec<QualifiedName> = crate::forward::link::selected_columns(spec, source)
+                .await?
+                .into_iter()
+                .map(|(t, _)| spec.mapping.table(&t))
+                .collect();
+            let mut existing = Vec::new();
+            for t in present {
+                let found: bool = b
+                    .query_one("SELECT to_regclass($1) IS NOT NULL", &[&t.to_string()])
+                    .await
+                    .map_err(TaskError::sql("looking for tables on the destination"))?
+                    .get(0);
+                if found {
+                    existing.push(t);
+                }
+            }
+            let sql = if existing.is_empty() {
+                format!("CREATE PUBLICATION {}", Ident(&reverse.publication))
+            } else {
+                let list = existing
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!(
+                    "CREATE PUBLICATION {} FOR TABLE {list}",
+                    Ident(&reverse.publication)
+                )
+            };
+            b.batch_execute(&sql)
+                .await
+                .map_err(TaskError::sql("creating the reverse publication"))?;
+        }
+        let mut conn =
+            ReplicationConnection::connect(&spec.destination.replication_config()?).await?;
+        conn.create_slot(
+            &CreateSlot::new(&reverse.slot).snapshot(pgsync_wal::SlotSnapshot::Nothing),
+        )
+        .await?;
+        conn.close().await?;
+        tracing::info!(slot = %reverse.slot, "reverse slot created on the destination");
+    }
+    Ok(())
 }
 
 /// The replication connection's settings: the source DSN's target and credentials.

@@ -11,12 +11,14 @@
 //! recopied (the copy state of the task is cleared with the old slot).
 
 mod initial;
+mod link;
 mod stream;
 
 use std::time::Duration;
 
 use tokio::sync::watch;
 
+use self::link::Link;
 use crate::error::TaskError;
 use crate::names::{Direction, TaskNames};
 use crate::precheck;
@@ -115,7 +117,24 @@ pub async fn run(spec: &TaskSpec, mut shutdown: Shutdown) -> Result<(), TaskErro
                     return Ok(());
                 }
             }
-            stream::run(spec, &names, &mut shutdown, &mut backoff).await
+            let forward = Link::forward(spec);
+            if !spec.sync.two_way {
+                return stream::run(&forward, &mut shutdown, &mut backoff).await;
+            }
+            // Two-way: the reverse direction streams once the forward one does.
+            let source = spec
+                .source
+                .connect()
+                .await
+                .map_err(TaskError::sql("connecting to the source"))?;
+            let reverse = Link::reverse(spec, &source).await?;
+            state::set_phase(&admin, &spec.name, Direction::Reverse, Phase::Incremental).await?;
+            let (mut shutdown_rev, mut backoff_rev) = (shutdown.clone(), Backoff::default());
+            tokio::try_join!(
+                stream::run(&forward, &mut shutdown, &mut backoff),
+                stream::run(&reverse, &mut shutdown_rev, &mut backoff_rev)
+            )
+            .map(drop)
         }
         .await;
         match result {

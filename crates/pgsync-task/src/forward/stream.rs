@@ -1,14 +1,16 @@
-//! The incremental phase: changes from the slot, applied exactly once.
+//! The incremental phase of one direction: changes from the reader's slot, applied
+//! exactly once on the writer.
 //!
 //! ```text
 //! select! (biased)
 //!   1. shutdown       -> report the durable position, end the stream cleanly
-//!   2. feedback tick  -> confirm what the destination has flushed
+//!   2. feedback tick  -> confirm what the writer has flushed
 //!   3. next message   -> assemble; each complete transaction, plus whatever else is
-//!                        already waiting, is applied as one destination transaction
+//!                        already waiting, is applied as one writer transaction;
+//!                        transactions pgsync wrote itself (two-way) are skipped in order
 //! ```
 //! The stream's socket task answers keepalives on its own, so a slow apply never gets the
-//! connection dropped; the slot only advances to what the destination has made durable.
+//! connection dropped; the slot only advances to what the writer has made durable.
 
 use std::time::Duration;
 
@@ -17,10 +19,10 @@ use pgsync_apply::{Applier, ApplierConfig};
 use pgsync_wal::txn::{Assembled, Assembler, AssemblerConfig};
 use pgsync_wal::{ReplicationConnection, StartOptions, Transaction};
 
+use super::link::Link;
 use super::{Backoff, Shutdown, initial};
 use crate::error::TaskError;
-use crate::names::TaskNames;
-use crate::spec::TaskSpec;
+use crate::names::Direction;
 
 /// Source transactions applied together at most (when they are already waiting).
 const MAX_GROUP_TXNS: usize = 500;
@@ -30,44 +32,47 @@ const MAX_GROUP_CHANGES: usize = 5000;
 const FEEDBACK_EVERY: Duration = Duration::from_millis(200);
 
 pub(super) async fn run(
-    spec: &TaskSpec,
-    names: &TaskNames,
+    link: &Link,
     shutdown: &mut Shutdown,
     backoff: &mut Backoff,
 ) -> Result<(), TaskError> {
-    let dest = spec
-        .destination
-        .connect()
-        .await
-        .map_err(TaskError::sql("connecting to the destination"))?;
-    let admin = spec
-        .destination
-        .connect()
-        .await
-        .map_err(TaskError::sql("connecting to the destination"))?;
-    let mut config = ApplierConfig::new(&names.origin);
-    config.mapping = spec.mapping.clone();
-    config.copied_at = initial::copied_at(&admin, &spec.name).await?;
-    drop(admin);
+    let what = match link.direction {
+        Direction::Forward => "connecting to the destination",
+        Direction::Reverse => "connecting to the source (reverse apply)",
+    };
+    let dest = link.writer.connect().await.map_err(TaskError::sql(what))?;
+    let mut config = ApplierConfig::new(&link.names.origin);
+    config.mapping = link.mapping.clone();
+    config.only_tables = link.only_tables.clone();
+    if link.direction == Direction::Forward {
+        let admin = link.writer.connect().await.map_err(TaskError::sql(what))?;
+        config.copied_at = initial::copied_at(&admin, &link.task).await?;
+    }
     let mut applier = Applier::new(dest, config).await?;
 
-    let conn = ReplicationConnection::connect(&initial::replication_config(spec)?).await?;
-    let mut options = StartOptions::new(&names.slot, [&names.publication]);
+    let conn = ReplicationConnection::connect(&link.reader.replication_config()?).await?;
+    let mut options = StartOptions::new(&link.names.slot, [&link.names.publication]);
     options.start = applier.progress();
+    // With origins, 16+ servers drop pgsync's (and any replicated) transactions themselves.
+    options.origin_none = link
+        .loop_filter
+        .as_ref()
+        .is_some_and(|f| f.mode() == pgsync_loop::LoopPrevention::Origins)
+        && conn.server_major() >= 16;
     let mut stream = conn.start_replication(&options).await?;
-    tracing::info!(slot = %names.slot, from = %applier.progress(), "streaming changes");
+    tracing::info!(direction = ?link.direction, slot = %link.names.slot, from = %applier.progress(), "streaming changes");
 
     let mut assembler = Assembler::new(AssemblerConfig::default());
     let mut tick = tokio::time::interval(FEEDBACK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut group: Vec<Transaction> = Vec::new();
+    let mut group = Group::default();
     loop {
         tokio::select! {
             biased;
             () = shutdown.wait() => {
                 stream.confirm(applier.durable().await?);
                 stream.stop().await?;
-                tracing::info!(applied = %applier.progress(), "stopped");
+                tracing::info!(direction = ?link.direction, applied = %applier.progress(), "stopped");
                 return Ok(());
             }
             _ = tick.tick() => {
@@ -75,22 +80,16 @@ pub(super) async fn run(
             }
             msg = stream.recv() => {
                 let Some(data) = msg? else { return Err(TaskError::StreamEnded) };
-                collect(&mut assembler, &data.data, &mut group)?;
+                group.collect(link, &mut assembler, &data.data, &mut applier).await?;
                 // Whatever else is already here joins the group (recv is cancel-safe).
-                let mut changes: usize = group.iter().map(Transaction::len).sum();
-                while group.len() < MAX_GROUP_TXNS && changes < MAX_GROUP_CHANGES {
+                while !group.full() {
                     match stream.recv().now_or_never() {
-                        Some(Ok(Some(more))) => {
-                            collect(&mut assembler, &more.data, &mut group)?;
-                            changes = group.iter().map(Transaction::len).sum();
-                        }
+                        Some(Ok(Some(more))) => group.collect(link, &mut assembler, &more.data, &mut applier).await?,
                         Some(Ok(None)) | None => break,
                         Some(Err(e)) => return Err(e.into()),
                     }
                 }
-                if !group.is_empty() {
-                    applier.apply(&group).await?;
-                    group.clear();
+                if group.flush(&mut applier).await? {
                     backoff.reset();
                 }
             }
@@ -98,16 +97,55 @@ pub(super) async fn run(
     }
 }
 
-/// Feeds one payload to the assembler; a completed transaction joins `group`.
-fn collect(
-    assembler: &mut Assembler,
-    payload: &bytes::Bytes,
-    group: &mut Vec<Transaction>,
-) -> Result<(), TaskError> {
-    match assembler.push_payload(payload)? {
-        Some(Assembled::Transaction(txn)) => group.push(txn),
-        Some(other) => tracing::debug!(?other, "ignored"),
-        None => {}
+/// Transactions waiting to be applied together.
+#[derive(Default)]
+struct Group {
+    txns: Vec<Transaction>,
+    changes: usize,
+}
+
+impl Group {
+    fn full(&self) -> bool {
+        self.txns.len() >= MAX_GROUP_TXNS || self.changes >= MAX_GROUP_CHANGES
     }
-    Ok(())
+
+    /// Feeds one payload to the assembler; a completed transaction joins the group, or,
+    /// when pgsync wrote it (two-way), is skipped after what is before it was applied.
+    async fn collect(
+        &mut self,
+        link: &Link,
+        assembler: &mut Assembler,
+        payload: &bytes::Bytes,
+        applier: &mut Applier,
+    ) -> Result<(), TaskError> {
+        match assembler.push_payload(payload)? {
+            Some(Assembled::Transaction(txn)) => {
+                let echo = match &link.loop_filter {
+                    Some(f) => f.is_echo(&txn)?,
+                    None => false,
+                };
+                if echo {
+                    self.flush(applier).await?;
+                    applier.skip(&txn);
+                } else {
+                    self.changes += txn.len();
+                    self.txns.push(txn);
+                }
+            }
+            Some(other) => tracing::debug!(?other, "ignored"),
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Applies the group; true when something was applied.
+    async fn flush(&mut self, applier: &mut Applier) -> Result<bool, TaskError> {
+        if self.txns.is_empty() {
+            return Ok(false);
+        }
+        applier.apply(&self.txns).await?;
+        self.txns.clear();
+        self.changes = 0;
+        Ok(true)
+    }
 }
