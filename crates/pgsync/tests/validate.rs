@@ -350,3 +350,70 @@ async fn a_composite_text_key_is_chunked_compared_and_repaired_without_a_task() 
         checksum(&b, "public.stock").await
     );
 }
+
+async fn xmin(c: &Cluster, aid: i32) -> (String, i32) {
+    let row = c
+        .client()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT xmin::text, abalance FROM pgbench_accounts WHERE aid = $1",
+            &[&aid],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test]
+async fn in_a_two_way_task_repaired_rows_do_not_travel_back_to_the_source() {
+    let (a, b) = pgbench_pair(1).await;
+    let task = TaskFile::new(&a, &b, "[sync]\ntwo_way = true");
+    let pgsync = Pgsync::run(&task);
+    wait_converged(
+        &a,
+        &b,
+        &PGBENCH_TABLES,
+        Duration::from_secs(90),
+        &pgsync.log_text(),
+    )
+    .await;
+
+    // A divergence the reverse direction does not carry: written under a pgsync origin.
+    exec(
+        &b,
+        "SELECT pg_replication_origin_create('pgsync_e2e_fwd_test');
+         SELECT pg_replication_origin_session_setup('pgsync_e2e_fwd_test');
+         UPDATE pgbench_accounts SET abalance = -1 WHERE aid = 5;",
+    )
+    .await;
+    let before = xmin(&a, 5).await;
+    let (code, report, err) = validate(&task, &["--repair"]).await;
+    assert_eq!(code, 0, "{report:#}\n{err}\n{}", pgsync.log_text());
+    assert_eq!(table(&report, "pgbench_accounts")["repaired"], 1);
+    assert_eq!(xmin(&b, 5).await.1, 0);
+
+    // An ordinary write on B after the repair reaches A; by then the repair would have too.
+    exec(
+        &b,
+        "UPDATE pgbench_accounts SET abalance = 123 WHERE aid = 6",
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while xmin(&a, 6).await.1 != 123 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            pgsync.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        xmin(&a, 5).await,
+        before,
+        "the repair was written to A again"
+    );
+    let (code, report, err) = validate(&task, &[]).await;
+    assert_eq!(code, 0, "{report:#}\n{err}");
+    assert!(pgsync.stop().await.success());
+}

@@ -87,7 +87,17 @@ pub async fn validate(
         Side::connect(&spec.destination, Which::Destination, sessions)
     )?;
     let writer = if options.repair {
-        Some(Side::connect(&spec.destination, Which::Destination, 1).await?)
+        let w = Side::connect(&spec.destination, Which::Destination, 1).await?;
+        if spec.sync.two_way {
+            // The reverse task drops transactions of pgsync's origins: the repair's rows
+            // are the source's already and must not travel back.
+            let origin = format!(
+                "{}_repair",
+                TaskNames::new(&spec.name, Direction::Forward).origin
+            );
+            repair::attach_origin(&w, &origin).await?;
+        }
+        Some(w)
     } else {
         None
     };

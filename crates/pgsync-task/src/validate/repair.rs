@@ -10,6 +10,10 @@
 //! destination row still has the checksum it had when it was compared, and an `INSERT`
 //! never overwrites a row that appeared since: a change the task applied in between is
 //! newer than what was read on the source, and is kept.
+//!
+//! In a two-way task the repair session writes under its own pgsync origin
+//! (`pgsync_<task>_fwd_repair`), so the reverse direction does not send the rewritten rows
+//! back to the source.
 
 use tokio_postgres::types::ToSql;
 
@@ -19,6 +23,25 @@ use super::report::RowDiffKind;
 use super::rows::{Key, Row};
 use super::session::Side;
 use super::sql::TableSql;
+
+/// Marks every transaction of `writer` as coming from replication origin `origin`
+/// (created if needed), so that a two-way task's reverse direction, which drops what
+/// pgsync's origins wrote, does not send the repaired rows back to the source. `release`
+/// removes the origin with the task's others (it shares their prefix).
+pub(super) async fn attach_origin(writer: &Side, origin: &str) -> Result<(), ValidateError> {
+    let c = writer.client(0);
+    c.execute(
+        "SELECT pg_replication_origin_create($1) WHERE NOT EXISTS
+             (SELECT 1 FROM pg_replication_origin WHERE roname = $1)",
+        &[&origin],
+    )
+    .await
+    .map_err(writer.err(format!("creating replication origin {origin}")))?;
+    c.execute("SELECT pg_replication_origin_session_setup($1)", &[&origin])
+        .await
+        .map_err(writer.err(format!("attaching to replication origin {origin}")))?;
+    Ok(())
+}
 
 /// One row to rewrite.
 #[derive(Debug, Clone)]
