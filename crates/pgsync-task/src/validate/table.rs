@@ -27,6 +27,8 @@ use super::session::Side;
 
 /// Rounds of row comparisons before a row still changing is given up on.
 const MAX_ROUNDS: usize = 10;
+/// Rounds for a table without a key (each reads the whole table three times).
+const WHOLE_ROUNDS: usize = 3;
 /// Rows of differing chunks examined together (bounds memory).
 const GROUP_ROWS: u64 = 200_000;
 
@@ -313,7 +315,7 @@ async fn whole(
         return Ok(());
     }
     report.chunks_rechecked = 1;
-    for _ in 0..MAX_ROUNDS {
+    for _ in 0..WHOLE_ROUNDS {
         let a1 = first(sums(ctx.a).await?);
         let lag = ctx.settle_forward().await?;
         report.lag = Some(lag);
