@@ -53,7 +53,10 @@ pub struct LoopFilter {
 impl LoopFilter {
     /// A filter for `mode`.
     pub fn new(mode: LoopPrevention) -> Self {
-        Self { mode, marker: QualifiedName::new(MARKER_SCHEMA, MARKER_TABLE) }
+        Self {
+            mode,
+            marker: QualifiedName::new(MARKER_SCHEMA, MARKER_TABLE),
+        }
     }
 
     /// The mode.
@@ -64,7 +67,11 @@ impl LoopFilter {
     /// Whether `txn` was written by pgsync and must not be applied on the other side.
     /// In marker mode this reads the transaction's changes (spilled ones from disk).
     pub fn is_echo(&self, txn: &Transaction) -> Result<bool, TxnError> {
-        if txn.origin.as_ref().is_some_and(|o| is_pgsync_origin(&o.name)) {
+        if txn
+            .origin
+            .as_ref()
+            .is_some_and(|o| is_pgsync_origin(&o.name))
+        {
             return Ok(true);
         }
         if self.mode == LoopPrevention::Marker {
@@ -120,6 +127,10 @@ mod tests {
             f.marker_statement("shop").unwrap(),
             "INSERT INTO \"pgsync\".\"loop_marker\" (task, n) VALUES ('shop', 1) ON CONFLICT (task) DO UPDATE SET n = \"loop_marker\".n + 1"
         );
-        assert!(LoopFilter::new(LoopPrevention::Origins).marker_statement("shop").is_none());
+        assert!(
+            LoopFilter::new(LoopPrevention::Origins)
+                .marker_statement("shop")
+                .is_none()
+        );
     }
 }
