@@ -1,6 +1,6 @@
 //! `pgsync demo`: two throwaway local clusters (the test kit), a small shop schema with
-//! data on A, the task A -> B running, a light write load on A, and a live view of rows
-//! flowing and of the lag, until Ctrl-C or `--duration`. Then it waits for B to catch up,
+//! data on A, the task running both ways, orders written on A and reviews on B, and a live
+//! view of rows flowing and of the lag, until Ctrl-C or `--duration`. Then it waits for B to catch up,
 //! compares both sides table by table, and removes everything.
 
 use std::io::Write as _;
@@ -24,6 +24,8 @@ CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id int NOT NULL REFERENC
                      status text NOT NULL DEFAULT 'new', created_at timestamptz NOT NULL DEFAULT now());
 CREATE TABLE order_items (order_id bigint REFERENCES orders ON DELETE CASCADE, product_id int REFERENCES products,
                           qty int NOT NULL, price numeric(10,2) NOT NULL, PRIMARY KEY (order_id, product_id));
+CREATE TABLE reviews (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), product_id int NOT NULL REFERENCES products,
+                      stars int NOT NULL CHECK (stars BETWEEN 1 AND 5), body text, created_at timestamptz NOT NULL DEFAULT now());
 CREATE INDEX ON orders (customer_id);
 INSERT INTO customers (name, email) SELECT 'customer ' || g, 'c' || g || '@example.com' FROM generate_series(1, 200) g;
 INSERT INTO products SELECT g, 'product ' || g, (g * 1.25)::numeric(10,2), 1000000 FROM generate_series(1, 50) g;
@@ -38,10 +40,13 @@ WITH o AS (INSERT INTO orders (customer_id) VALUES (1 + floor(random() * 200)::i
                RETURNING product_id, qty)
 UPDATE products SET stock = stock - items.qty FROM items WHERE products.id = items.product_id;
 ";
+/// A review, written on B (keys are UUIDs, so both sides can insert without clashing).
+const REVIEW: &str = "INSERT INTO reviews (product_id, stars, body)
+                      VALUES (1 + floor(random() * 50)::int, 1 + floor(random() * 5)::int, 'written on B')";
 const CANCEL: &str =
     "DELETE FROM orders WHERE id = (SELECT min(id) FROM orders WHERE status = 'new');";
 
-const TABLES: [&str; 4] = ["customers", "products", "orders", "order_items"];
+const TABLES: [&str; 5] = ["customers", "products", "orders", "order_items", "reviews"];
 
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<Exit> {
     let mut out = std::io::stdout();
@@ -59,7 +64,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<Exit> {
     writeln!(out, "A: {}\nB: {}\n", a.dsn(), b.dsn())?;
 
     let toml = format!(
-        "name = \"demo\"\n[source]\ndsn = \"{}\"\n[destination]\ndsn = \"{}\"\n[objects]\ninclude = [\"public.*\"]\n",
+        "name = \"demo\"\n[source]\ndsn = \"{}\"\n[destination]\ndsn = \"{}\"\n[sync]\ntwo_way = true\n[objects]\ninclude = [\"public.*\"]\n",
         a.dsn(),
         b.dsn()
     );
@@ -75,11 +80,23 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<Exit> {
     let load = tokio::spawn(drive_load(
         a.client().await?,
         args.rate,
+        ORDER,
+        load_stopped.clone(),
+    ));
+    // B gets writes once the task has created its tables.
+    wait_for_table(&cb, "reviews", Duration::from_secs(60)).await?;
+    let load_b = tokio::spawn(drive_load(
+        b.client().await?,
+        args.rate.div_ceil(5),
+        REVIEW,
         load_stopped.clone(),
     ));
     let started = Instant::now();
     let deadline = args.duration.map(|s| started + Duration::from_secs(s));
-    writeln!(out, "A -> B is running; Ctrl-C stops the demo.\n")?;
+    writeln!(
+        out,
+        "A <-> B is running: orders are written on A, reviews on B. Ctrl-C stops the demo.\n"
+    )?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -95,6 +112,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<Exit> {
     stop_load.trigger();
     load_stopped.wait().await;
     load.await.context("the load generator panicked")??;
+    load_b.await.context("the load generator panicked")??;
 
     writeln!(out, "\nload stopped; waiting for B to catch up ...")?;
     let converged = wait_equal(&ca, &cb, Duration::from_secs(60)).await;
@@ -121,7 +139,12 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-async fn drive_load(client: Client, rate: u32, mut stop: Shutdown) -> anyhow::Result<()> {
+async fn drive_load(
+    client: Client,
+    rate: u32,
+    sql: &'static str,
+    mut stop: Shutdown,
+) -> anyhow::Result<()> {
     let every = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
     let mut tick = tokio::time::interval(every);
     let mut n: u64 = 0;
@@ -131,11 +154,11 @@ async fn drive_load(client: Client, rate: u32, mut stop: Shutdown) -> anyhow::Re
             _ = tick.tick() => {}
         }
         client
-            .batch_execute(ORDER)
+            .batch_execute(sql)
             .await
-            .context("writing an order on A")?;
+            .context("writing the demo load")?;
         n += 1;
-        if n.is_multiple_of(10) {
+        if sql == ORDER && n.is_multiple_of(10) {
             client
                 .batch_execute(CANCEL)
                 .await
@@ -146,7 +169,7 @@ async fn drive_load(client: Client, rate: u32, mut stop: Shutdown) -> anyhow::Re
 
 async fn live_line(a: &Client, b: &Client, spec: &TaskSpec, started: Instant) -> String {
     let mut parts = Vec::new();
-    for t in ["orders", "order_items"] {
+    for t in ["orders", "reviews"] {
         let x = rows(a, t).await.unwrap_or(-1);
         let y = rows(b, t).await.unwrap_or(-1);
         parts.push(format!("{t} A {x} B {y}"));
@@ -165,6 +188,17 @@ async fn live_line(a: &Client, b: &Client, spec: &TaskSpec, started: Instant) ->
         started.elapsed().as_secs(),
         parts.join(" | ")
     )
+}
+
+async fn wait_for_table(c: &Client, table: &str, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while rows(c, table).await.is_err() {
+        if Instant::now() > deadline {
+            anyhow::bail!("the task did not create {table} on B within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
 }
 
 async fn rows(c: &Client, table: &str) -> anyhow::Result<i64> {

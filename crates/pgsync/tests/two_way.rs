@@ -77,3 +77,50 @@ async fn history(c: &pgsync_testkit::Cluster) -> i64 {
         .unwrap()
         .get(0)
 }
+
+#[tokio::test]
+async fn rows_written_on_b_while_the_initial_copy_runs_reach_a() {
+    let (a, b) = pgbench_pair(3).await;
+    let task = TaskFile::new(&a, &b, "[sync]\ntwo_way = true");
+    let pgsync = Pgsync::run(&task);
+    // As soon as the schema sync has made the table on B, an application writes to it.
+    let cb = b.client().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !cb
+        .query_one(
+            "SELECT to_regclass('public.pgbench_history') IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, bool>(0)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B never got the table:\n{}",
+            pgsync.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut written = 0;
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < until {
+        cb.execute(
+            "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (2, 1, 1, 1, now())",
+            &[],
+        )
+        .await
+        .unwrap();
+        written += 1;
+    }
+    wait_converged(
+        &a,
+        &b,
+        &PGBENCH_TABLES,
+        Duration::from_secs(120),
+        &pgsync.log_text(),
+    )
+    .await;
+    assert_eq!(history(&a).await, written);
+    assert!(pgsync.stop().await.success());
+}

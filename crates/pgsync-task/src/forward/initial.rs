@@ -110,8 +110,18 @@ pub(super) async fn run(
             .await
             .map_err(TaskError::sql("connecting to the destination"))?;
         let reverse = TaskNames::new(&spec.name, Direction::Reverse);
-        let mapped: Vec<QualifiedName> = tables.iter().map(|t| spec.mapping.table(t)).collect();
-        ensure_publication_on(&b, &reverse.publication, &mapped).await?;
+        let all: bool = b
+            .query_opt(
+                "SELECT puballtables FROM pg_publication WHERE pubname = $1",
+                &[&reverse.publication],
+            )
+            .await
+            .map_err(TaskError::sql("reading the reverse publication"))?
+            .is_some_and(|r| r.get(0));
+        if !all {
+            let mapped: Vec<QualifiedName> = tables.iter().map(|t| spec.mapping.table(t)).collect();
+            ensure_publication_on(&b, &reverse.publication, &mapped).await?;
+        }
     }
 
     // Streaming starts where the permanent slot begins.
@@ -238,7 +248,24 @@ async fn prepare_reverse(spec: &TaskSpec, source: &Client) -> Result<(), TaskErr
                     existing.push(t);
                 }
             }
-            let sql = if existing.is_empty() {
+            let superuser: bool = b
+                .query_one(
+                    "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+                    &[],
+                )
+                .await
+                .map_err(TaskError::sql("reading the destination role"))?
+                .get(0);
+            // FOR ALL TABLES covers the tables the schema sync is about to create from
+            // their first row on (the reverse applier keeps only the selected ones).
+            // Without it, rows written on B before the publication lists a new table
+            // would not reach A: a window the precheck warns about.
+            let sql = if superuser {
+                format!(
+                    "CREATE PUBLICATION {} FOR ALL TABLES",
+                    Ident(&reverse.publication)
+                )
+            } else if existing.is_empty() {
                 format!("CREATE PUBLICATION {}", Ident(&reverse.publication))
             } else {
                 let list = existing

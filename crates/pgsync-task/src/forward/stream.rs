@@ -24,12 +24,17 @@ use super::{Backoff, Shutdown, initial};
 use crate::error::TaskError;
 use crate::names::Direction;
 
-/// Source transactions applied together at most (when they are already waiting).
-const MAX_GROUP_TXNS: usize = 500;
+/// Source transactions applied together at most (when they are already waiting: a
+/// backlog drains in few, large destination transactions, each one commit round trip).
+const MAX_GROUP_TXNS: usize = 5000;
 /// Changes applied together at most.
-const MAX_GROUP_CHANGES: usize = 5000;
-/// How often the durable position is reported to the source.
+const MAX_GROUP_CHANGES: usize = 50_000;
+/// Bytes of changes held in memory by a group at most.
+const MAX_GROUP_BYTES: usize = 32 << 20;
+/// How often the applier's durable position is handed to the stream.
 const FEEDBACK_EVERY: Duration = Duration::from_millis(200);
+/// How often the stream sends its status update to the source.
+const FEEDBACK_TO_SOURCE: Duration = Duration::from_secs(1);
 
 pub(super) async fn run(
     link: &Link,
@@ -53,6 +58,9 @@ pub(super) async fn run(
     let conn = ReplicationConnection::connect(&link.reader.replication_config()?).await?;
     let mut options = StartOptions::new(&link.names.slot, [&link.names.publication]);
     options.start = applier.progress();
+    // The source (pg_stat_replication, slot lag) learns the applied position within a
+    // second, not only every third of wal_sender_timeout.
+    options.status_interval = Some(FEEDBACK_TO_SOURCE);
     // With origins, 16+ servers drop pgsync's (and any replicated) transactions themselves.
     options.origin_none = link
         .loop_filter
@@ -102,11 +110,14 @@ pub(super) async fn run(
 struct Group {
     txns: Vec<Transaction>,
     changes: usize,
+    bytes: usize,
 }
 
 impl Group {
     fn full(&self) -> bool {
-        self.txns.len() >= MAX_GROUP_TXNS || self.changes >= MAX_GROUP_CHANGES
+        self.txns.len() >= MAX_GROUP_TXNS
+            || self.changes >= MAX_GROUP_CHANGES
+            || self.bytes >= MAX_GROUP_BYTES
     }
 
     /// Feeds one payload to the assembler; a completed transaction joins the group, or,
@@ -129,6 +140,7 @@ impl Group {
                     applier.skip(&txn);
                 } else {
                     self.changes += txn.len();
+                    self.bytes += txn.memory_bytes();
                     self.txns.push(txn);
                 }
             }
@@ -146,6 +158,7 @@ impl Group {
         applier.apply(&self.txns).await?;
         self.txns.clear();
         self.changes = 0;
+        self.bytes = 0;
         Ok(true)
     }
 }
