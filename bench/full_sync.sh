@@ -12,7 +12,8 @@
 #
 # Env: REPS (3) runs per measurement; PEER_SCALES ("20") scales at which all PEERS ("copy
 # native pglogical") run too; at the other scales only OTHER_PEERS ("") run;
-# WORKERS (4); CHUNK_MB (32); PORT_A/PORT_B (55450/55451);
+# WORKERS (4); CHUNK_MB (32); PORT_A/PORT_B (55450/55451; the peers use +2, +4, +6 so that
+# they never meet the kit's default ports another run may hold);
 # PGBIN (server build, default /usr/lib/postgresql/15/bin); KIT (../shared/bench).
 # pglogical needs: apt-get update && apt-get install -y postgresql-15-pglogical
 set -euo pipefail
@@ -106,9 +107,9 @@ for scale in $SCALES; do
   if [ -n "$peers" ]; then
     for peer in $peers; do
       case $peer in
-        copy) REPS=$REPS bash "$KIT/copy_limit.sh" "$scale" > "$OUT/copy-s$scale.log" 2>&1 || echo "copy_limit.sh failed: $OUT/copy-s$scale.log" ;;
-        native) STEPS=a REPS=$REPS bash "$KIT/native_oneway.sh" "$scale" > "$OUT/native-s$scale.log" 2>&1 || echo "native_oneway.sh failed: $OUT/native-s$scale.log" ;;
-        pglogical) STEPS=a REPS=$REPS bash "$KIT/pglogical.sh" "$scale" > "$OUT/pglogical-s$scale.log" 2>&1 || echo "pglogical.sh failed: $OUT/pglogical-s$scale.log" ;;
+        copy) PORT_A=$((PORT_A + 2)) PORT_B=$((PORT_B + 2)) REPS=$REPS bash "$KIT/copy_limit.sh" "$scale" > "$OUT/copy-s$scale.log" 2>&1 || echo "copy_limit.sh failed: $OUT/copy-s$scale.log" ;;
+        native) PORT_A=$((PORT_A + 4)) PORT_B=$((PORT_B + 4)) STEPS=a REPS=$REPS bash "$KIT/native_oneway.sh" "$scale" > "$OUT/native-s$scale.log" 2>&1 || echo "native_oneway.sh failed: $OUT/native-s$scale.log" ;;
+        pglogical) PORT_A=$((PORT_A + 6)) PORT_B=$((PORT_B + 6)) STEPS=a REPS=$REPS bash "$KIT/pglogical.sh" "$scale" > "$OUT/pglogical-s$scale.log" 2>&1 || echo "pglogical.sh failed: $OUT/pglogical-s$scale.log" ;;
       esac
     done
   fi
