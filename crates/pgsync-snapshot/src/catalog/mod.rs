@@ -338,8 +338,10 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Reads the catalog. `client` must be inside a transaction that imported the
-    /// snapshot (see [`crate::endpoint`]); only schemas the selection can match are read.
+    /// Reads the catalog. `client` should be inside a `REPEATABLE READ` transaction that
+    /// imported the snapshot, with `search_path = ''` so that definitions come out
+    /// schema-qualified ([`crate::FullSync`] does both); only schemas the selection can
+    /// match are read.
     pub async fn read(client: &Client, selection: &Selection) -> Result<Self> {
         let server_major = crate::endpoint::server_major(client, Side::Source).await?;
         if server_major < 13 {
