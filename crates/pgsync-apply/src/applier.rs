@@ -4,11 +4,15 @@
 //!
 //! ```text
 //!  BEGIN ─ stmt ─ stmt ─ ... ─ stmt        one round trip per chunk of up to
-//!        └──────── pipelined ─────────┘     `pipeline_depth` changes
-//!  (runs of inserts into one table go through COPY instead)
+//!  └──────────── pipelined ─────────┘      `pipeline_depth` statements
+//!  COPY t ... (each table's inserts of the group, see crate::copy)
+//!  stmt ─ ... ─ stmt ─ pg_replication_origin_xact_setup(end_lsn, commit_time)
 //!  check every row count; any surprise -> ROLLBACK, error
-//!  pg_replication_origin_xact_setup(end_lsn, commit_time) ─ COMMIT ─ pg_current_wal_insert_lsn()
+//!  COMMIT ─ pg_current_wal_insert_lsn()    one round trip
 //! ```
+//! So a group costs one round trip per chunk plus one for the commit; BEGIN rides with
+//! the first chunk (or COPY), the origin setup with the last. COMMIT waits for the row
+//! counts: a pipelined COMMIT would commit a group whose UPDATE found no row.
 //!
 //! Exactly once: the origin's progress moves in the same commit as the rows, so after a
 //! crash the task resumes from `pg_replication_origin_progress` and the applier skips any
@@ -17,21 +21,18 @@
 //! reuse the previous timestamp).
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::BytesMut;
-use futures_util::SinkExt as _;
-use futures_util::future::join_all;
 use pgsync_names::{Mapping, QualifiedName};
 use pgsync_wal::pgoutput::{ColumnValue, OldTuple};
 use pgsync_wal::txn::Change;
 use pgsync_wal::{Lsn, Relation, Transaction, Tuple};
 use tokio_postgres::{Client, Statement};
 
+use crate::copy::{ActiveCopy, CopyFormat, InsertRun, RowShape};
 use crate::error::ApplyError;
-use crate::param::{Param, copy_text_value};
+use crate::param::Param;
+use crate::pipeline::{self, Expect, InFlight};
 use crate::session::{self, FlushTracker};
 use crate::sql::{self, Col, Match};
 use crate::tables::TableEntry;
@@ -45,8 +46,14 @@ pub struct ApplierConfig {
     pub mapping: Mapping,
     /// Changes sent before waiting for their results.
     pub pipeline_depth: usize,
-    /// Consecutive inserts into one table from which COPY is used instead of INSERTs.
+    /// Inserts into one table within a group from which COPY is used instead of INSERTs.
     pub copy_min_rows: usize,
+    /// Inserts into one table within a group from which the COPY is opened and further
+    /// rows stream into it as they are read (a bulk load is one COPY).
+    pub copy_stream_rows: usize,
+    /// Bytes of inserts a group may hold back for COPY (over all tables); beyond it the
+    /// largest table's rows are sent.
+    pub copy_buffer_bytes: usize,
     /// Per source table, the LSN its initial copy is as of: changes to it in source
     /// transactions ending at or before that LSN are already in the copy and are skipped.
     pub copied_at: HashMap<QualifiedName, Lsn>,
@@ -56,13 +63,16 @@ pub struct ApplierConfig {
 }
 
 impl ApplierConfig {
-    /// Defaults for `origin`: identity mapping, 1000-change pipelines, COPY from 64 rows.
+    /// Defaults for `origin`: identity mapping, 1000-statement pipelines, COPY from 64
+    /// rows, streaming COPY from 4096 rows, 16 MiB of inserts held back.
     pub fn new(origin: impl Into<String>) -> Self {
         Self {
             origin: origin.into(),
             mapping: Mapping::identity(),
             pipeline_depth: 1000,
             copy_min_rows: 64,
+            copy_stream_rows: 4096,
+            copy_buffer_bytes: 16 << 20,
             copied_at: HashMap::new(),
             only_tables: None,
         }
@@ -70,7 +80,7 @@ impl ApplierConfig {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Op {
+pub(crate) enum Op {
     Insert,
     Update,
     Delete,
@@ -86,14 +96,6 @@ struct Shape {
     whr: Vec<u16>,
 }
 
-/// What one pipelined statement must report.
-#[derive(Debug)]
-struct Expect {
-    op: Op,
-    relation: u32,
-    describe_key: String,
-}
-
 /// One step of a chunk's plan.
 enum Step<'c> {
     /// A prepared statement to pipeline.
@@ -103,19 +105,28 @@ enum Step<'c> {
         expect: Expect,
         end_lsn: Lsn,
     },
-    /// `len` inserts from `start` through COPY.
-    Copy {
-        start: usize,
-        len: usize,
-        end_lsn: Lsn,
-    },
     /// A statement run on its own (TRUNCATE).
     Simple(String),
     /// Nothing to write.
     Nothing,
 }
 
-type Pending<'a> = Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>>;
+/// What one group has under way on the destination.
+#[derive(Debug, Default)]
+struct Batch {
+    /// Whether BEGIN was sent.
+    began: bool,
+    /// Changes to run as statements, not yet sent.
+    chunk: Vec<(Change, Lsn)>,
+    /// Per source relation OID: inserts held back for COPY.
+    runs: HashMap<u32, InsertRun>,
+    /// Bytes held in `runs`.
+    run_bytes: usize,
+    /// The COPY rows are streaming into.
+    active: Option<ActiveCopy>,
+    /// Set on the last chunk: the origin setup goes with it.
+    setup: Option<(String, i64)>,
+}
 
 /// Writes source transactions to the destination.
 #[derive(Debug)]
@@ -124,6 +135,8 @@ pub struct Applier {
     config: ApplierConfig,
     tables: HashMap<u32, TableEntry>,
     statements: HashMap<Shape, Statement>,
+    /// `COPY t (...) FROM STDIN`, per relation and row shape.
+    copies: HashMap<(u32, RowShape), Statement>,
     progress: Lsn,
     flush: FlushTracker,
     /// `pg_replication_origin_xact_setup($1, $2)`, prepared so that it is sent at once
@@ -157,6 +170,7 @@ impl Applier {
             config,
             tables: HashMap::new(),
             statements: HashMap::new(),
+            copies: HashMap::new(),
             progress,
             flush,
             xact_setup,
@@ -209,30 +223,24 @@ impl Applier {
             self.flush.nothing_written(last.end_lsn);
             return Ok(());
         }
-        self.client
-            .batch_execute("BEGIN")
-            .await
-            .map_err(ApplyError::pg("starting a transaction"))?;
-        let outcome = self.apply_changes(&todo).await;
+        let mut batch = Batch::default();
+        let outcome = self.apply_changes(&todo, last, &mut batch).await;
         if let Err(e) = outcome {
-            // The rollback fails too when the connection is gone; the first error is the one.
+            // An open COPY is abandoned (CopyFail) when dropped. The rollback fails too
+            // when the connection is gone; the first error is the one.
+            drop(batch);
             let _ = self.client.batch_execute("ROLLBACK").await;
             return Err(e);
         }
         self.commit(last).await
     }
 
+    /// COMMIT (the origin setup went with the last statements) and the local WAL position.
     async fn commit(&mut self, last: &Transaction) -> Result<(), ApplyError> {
-        let lsn = last.end_lsn.to_string();
-        let micros = last.commit_time.unix_micros();
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&lsn, &micros];
-        // Sent in this order on the first poll: all three are ready to go.
-        let setup = self.client.execute(&self.xact_setup, &params);
+        // Sent in this order on the first poll: both are ready to go.
         let commit = self.client.batch_execute("COMMIT");
         let insert_lsn = self.client.query_one(&self.insert_lsn, &[]);
-        let (setup, commit, insert_lsn) =
-            futures_util::future::join3(setup, commit, insert_lsn).await;
-        setup.map_err(ApplyError::pg("recording origin progress"))?;
+        let (commit, insert_lsn) = futures_util::future::join(commit, insert_lsn).await;
         commit.map_err(ApplyError::pg("committing"))?;
         let local: Lsn = insert_lsn
             .map_err(ApplyError::pg("reading the WAL position of the commit"))?
@@ -244,49 +252,220 @@ impl Applier {
         Ok(())
     }
 
-    async fn apply_changes(&mut self, todo: &[&Transaction]) -> Result<(), ApplyError> {
-        let depth = self.config.pipeline_depth.max(1);
-        let mut chunk: Vec<(Change, Lsn)> = Vec::with_capacity(depth);
+    /// Sends every change of `todo`, then the origin setup; leaves the transaction open
+    /// for [`Self::commit`].
+    async fn apply_changes(
+        &mut self,
+        todo: &[&Transaction],
+        last: &Transaction,
+        b: &mut Batch,
+    ) -> Result<(), ApplyError> {
         for txn in todo {
             for change in txn.changes() {
-                chunk.push((change?, txn.end_lsn));
-                if chunk.len() >= depth {
-                    self.run_chunk(&chunk).await?;
-                    chunk.clear();
+                let change = change?;
+                self.resolve(&change).await?;
+                if self.in_copy(&change, txn.end_lsn) {
+                    continue;
                 }
+                self.route(change, txn.end_lsn, b).await?;
             }
         }
-        self.run_chunk(&chunk).await
+        self.finish_active(b).await?;
+        self.flush_runs(b).await?;
+        b.setup = Some((last.end_lsn.to_string(), last.commit_time.unix_micros()));
+        self.run_chunk(b).await
     }
 
-    /// Runs a chunk of changes: statements pipelined, runs of inserts through COPY,
-    /// TRUNCATE at its place. First every statement is looked up or prepared, then the
-    /// chunk is sent.
-    async fn run_chunk(&mut self, chunk: &[(Change, Lsn)]) -> Result<(), ApplyError> {
-        for (change, _) in chunk {
-            self.resolve(change).await?;
-        }
-        let mut plan: Vec<Step<'_>> = Vec::with_capacity(chunk.len());
-        let mut i = 0;
-        while i < chunk.len() {
-            let (change, end_lsn) = &chunk[i];
-            let end_lsn = *end_lsn;
-            if self.in_copy(change, end_lsn) {
-                i += 1;
-                continue;
+    /// Puts one change on its way: an insert joins its table's COPY (open or held back),
+    /// anything else becomes a statement of the chunk, after the held-back inserts of its
+    /// table (or of every table, for a TRUNCATE) were sent.
+    async fn route(
+        &mut self,
+        change: Change,
+        end_lsn: Lsn,
+        b: &mut Batch,
+    ) -> Result<(), ApplyError> {
+        if let Change::Insert { relation, new } = &change
+            && let Some(shape) = RowShape::of(new)
+        {
+            if let Some(active) = &mut b.active {
+                if active.accepts(relation, &shape) {
+                    let first = active.first_lsn;
+                    return match active.push(new).await {
+                        Ok(()) => Ok(()),
+                        Err(e) => Err(self.insert_error(e, relation.oid, first)),
+                    };
+                }
+                self.finish_active(b).await?;
             }
+            let oid = relation.oid;
+            if b.runs
+                .get(&oid)
+                .is_some_and(|r| !r.accepts(relation, &shape))
+            {
+                self.flush_run(b, oid).await?;
+            }
+            let relation = Arc::clone(relation);
+            let bytes = new.raw().len();
+            let run = b
+                .runs
+                .entry(oid)
+                .or_insert_with(|| InsertRun::new(relation, shape));
+            b.run_bytes += run.push(change, end_lsn, bytes);
+            if run.rows.len() >= self.config.copy_stream_rows.max(1) {
+                return self.start_active(b, oid).await;
+            }
+            if b.run_bytes > self.config.copy_buffer_bytes {
+                let largest = b.runs.iter().max_by_key(|(_, r)| r.bytes).map(|(o, _)| *o);
+                if let Some(oid) = largest {
+                    self.flush_run(b, oid).await?;
+                }
+            }
+            return Ok(());
+        }
+        self.finish_active(b).await?;
+        match &change {
+            Change::Insert { relation, .. }
+            | Change::Update { relation, .. }
+            | Change::Delete { relation, .. } => {
+                if b.runs.contains_key(&relation.oid) {
+                    self.flush_run(b, relation.oid).await?;
+                }
+            }
+            _ => self.flush_runs(b).await?,
+        }
+        let barrier = matches!(change, Change::Truncate { .. });
+        b.chunk.push((change, end_lsn));
+        if barrier || b.chunk.len() >= self.config.pipeline_depth.max(1) {
+            self.run_chunk(b).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends every held-back insert.
+    async fn flush_runs(&mut self, b: &mut Batch) -> Result<(), ApplyError> {
+        let oids: Vec<u32> = b.runs.keys().copied().collect();
+        for oid in oids {
+            self.flush_run(b, oid).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the held-back inserts of one relation: through COPY when there are enough
+    /// of them, else as statements of the chunk.
+    async fn flush_run(&mut self, b: &mut Batch, oid: u32) -> Result<(), ApplyError> {
+        let Some(run) = b.runs.get(&oid) else {
+            return Ok(());
+        };
+        if run.rows.len() >= self.config.copy_min_rows {
+            self.start_active(b, oid).await?;
+            return self.finish_active(b).await;
+        }
+        let Some(run) = b.runs.remove(&oid) else {
+            return Ok(());
+        };
+        b.run_bytes -= run.bytes;
+        b.chunk.extend(run.rows);
+        if b.chunk.len() >= self.config.pipeline_depth.max(1) {
+            self.run_chunk(b).await?;
+        }
+        Ok(())
+    }
+
+    /// Opens a COPY for the held-back inserts of `oid` and sends them; later inserts of
+    /// the same table and shape stream into it. The chunk goes first (COPY takes over the
+    /// connection until it ends).
+    async fn start_active(&mut self, b: &mut Batch, oid: u32) -> Result<(), ApplyError> {
+        self.run_chunk(b).await?;
+        let Some(run) = b.runs.remove(&oid) else {
+            return Ok(());
+        };
+        b.run_bytes -= run.bytes;
+        let first = run.rows.first().map(|r| r.1).unwrap_or_default();
+        let stmt = self.copy_statement(&run.relation, &run.shape).await?;
+        let begin = !b.began;
+        let mut active = ActiveCopy::open(
+            &self.client,
+            &stmt,
+            begin,
+            Arc::clone(&run.relation),
+            run.shape.clone(),
+            first,
+        )
+        .await
+        .map_err(|e| self.insert_error(e, oid, first))?;
+        b.began = true;
+        for (change, _) in &run.rows {
+            if let Change::Insert { new, .. } = change
+                && let Err(e) = active.push(new).await
+            {
+                return Err(self.insert_error(e, oid, first));
+            }
+        }
+        b.active = Some(active);
+        Ok(())
+    }
+
+    /// Ends the open COPY, if any.
+    async fn finish_active(&mut self, b: &mut Batch) -> Result<(), ApplyError> {
+        let Some(active) = b.active.take() else {
+            return Ok(());
+        };
+        let (oid, first) = (active.relation.oid, active.first_lsn);
+        active
+            .finish()
+            .await
+            .map_err(|e| self.insert_error(e, oid, first))?;
+        Ok(())
+    }
+
+    /// The prepared COPY statement for inserts of `relation` with `shape`.
+    async fn copy_statement(
+        &mut self,
+        relation: &Arc<Relation>,
+        shape: &RowShape,
+    ) -> Result<Statement, ApplyError> {
+        let key = (relation.oid, shape.clone());
+        if let Some(s) = self.copies.get(&key) {
+            return Ok(s.clone());
+        }
+        let entry = &self.tables[&relation.oid];
+        let cols: Vec<&Col> = shape.columns().map(|i| &entry.cols[i]).collect();
+        let text = sql::copy_in(&entry.dest, &cols, shape.format == CopyFormat::Binary);
+        let stmt = self
+            .client
+            .prepare(&text)
+            .await
+            .map_err(ApplyError::pg(format!("preparing {text}")))?;
+        self.copies.insert(key, stmt.clone());
+        Ok(stmt)
+    }
+
+    /// Runs the chunk's statements, pipelined, TRUNCATE at its place; with the group's
+    /// BEGIN first when not sent yet, and the origin setup last when it is due. First
+    /// every statement is looked up or prepared, then everything is sent.
+    async fn run_chunk(&mut self, b: &mut Batch) -> Result<(), ApplyError> {
+        if b.chunk.is_empty() && b.setup.is_none() {
+            return Ok(());
+        }
+        let chunk = std::mem::take(&mut b.chunk);
+        let result = self.run_statements(&chunk, b).await;
+        let mut chunk = chunk;
+        chunk.clear();
+        b.chunk = chunk;
+        result
+    }
+
+    async fn run_statements(
+        &mut self,
+        chunk: &[(Change, Lsn)],
+        b: &mut Batch,
+    ) -> Result<(), ApplyError> {
+        let mut plan: Vec<Step<'_>> = Vec::with_capacity(chunk.len());
+        for (change, end_lsn) in chunk {
+            let end_lsn = *end_lsn;
             let step = match change {
                 Change::Insert { relation, new } => {
-                    let run = insert_run(&chunk[i..], relation, new);
-                    if run >= self.config.copy_min_rows {
-                        plan.push(Step::Copy {
-                            start: i,
-                            len: run,
-                            end_lsn,
-                        });
-                        i += run;
-                        continue;
-                    }
                     let (stmt, params, expect) =
                         self.statement(Op::Insert, relation, None, new).await?;
                     Step::Exec {
@@ -334,10 +513,18 @@ impl Applier {
                 _ => Step::Nothing,
             };
             plan.push(step);
-            i += 1;
         }
 
-        let mut pending: Vec<(Pending<'_>, Expect, Lsn)> = Vec::new();
+        let mut pending: Vec<InFlight<'_>> = Vec::new();
+        if !b.began {
+            let client = &self.client;
+            pending.push((
+                Box::pin(async move { client.batch_execute("BEGIN").await.map(|()| 0) }),
+                None,
+                Lsn::INVALID,
+            ));
+            b.began = true;
+        }
         for step in plan {
             match step {
                 Step::Exec {
@@ -346,21 +533,17 @@ impl Applier {
                     expect,
                     end_lsn,
                 } => {
-                    pending.push((exec(&self.client, stmt, params), expect, end_lsn));
+                    pending.push((
+                        pipeline::exec(&self.client, stmt, params),
+                        Some(expect),
+                        end_lsn,
+                    ));
                     if pending.len() >= self.config.pipeline_depth {
-                        Self::drain(&mut pending, &self.tables).await?;
+                        pipeline::drain(&mut pending, &self.tables).await?;
                     }
                 }
-                Step::Copy {
-                    start,
-                    len,
-                    end_lsn,
-                } => {
-                    Self::drain(&mut pending, &self.tables).await?;
-                    self.copy(&chunk[start..start + len], end_lsn).await?;
-                }
                 Step::Simple(text) => {
-                    Self::drain(&mut pending, &self.tables).await?;
+                    pipeline::drain(&mut pending, &self.tables).await?;
                     self.client
                         .batch_execute(&text)
                         .await
@@ -369,7 +552,18 @@ impl Applier {
                 Step::Nothing => {}
             }
         }
-        Self::drain(&mut pending, &self.tables).await
+        if let Some((lsn, micros)) = b.setup.take() {
+            let (client, stmt) = (&self.client, &self.xact_setup);
+            pending.push((
+                Box::pin(async move {
+                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&lsn, &micros];
+                    client.execute(stmt, &params).await
+                }),
+                None,
+                Lsn::INVALID,
+            ));
+        }
+        pipeline::drain(&mut pending, &self.tables).await
     }
 
     /// Whether a row change is already contained in its table's initial copy.
@@ -418,6 +612,7 @@ impl Applier {
                     .copied()
                     .unwrap_or_default();
                 self.statements.retain(|shape, _| shape.relation != r.oid);
+                self.copies.retain(|(oid, _), _| *oid != r.oid);
                 self.tables.insert(r.oid, entry);
             }
         }
@@ -467,7 +662,7 @@ impl Applier {
                 }
             }
         }
-        let describe_key = describe_key(entry, &whr, &params[set.len()..]);
+        let describe_key = pipeline::describe_key(entry, &whr, &params[set.len()..]);
         let shape = Shape {
             relation: relation.oid,
             op,
@@ -508,70 +703,11 @@ impl Applier {
         ))
     }
 
-    /// Sends a run of inserts as one `COPY ... FROM STDIN`.
-    async fn copy(&self, run: &[(Change, Lsn)], end_lsn: Lsn) -> Result<(), ApplyError> {
-        let rows: Vec<(&Arc<Relation>, &Tuple)> = run
-            .iter()
-            .filter_map(|(c, _)| match c {
-                Change::Insert { relation, new } => Some((relation, new)),
-                _ => None,
-            })
-            .collect();
-        let Some(&(relation, first)) = rows.first() else {
-            return Ok(());
+    /// A failed COPY: a unique violation is an `insert_exists` conflict.
+    fn insert_error(&self, e: tokio_postgres::Error, oid: u32, end_lsn: Lsn) -> ApplyError {
+        let Some(entry) = self.tables.get(&oid) else {
+            return ApplyError::pg("copying rows")(e);
         };
-        let entry = &self.tables[&relation.oid];
-        let present: Vec<usize> = first
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| *v != ColumnValue::Unchanged)
-            .map(|(i, _)| i)
-            .collect();
-        let cols: Vec<&Col> = present.iter().map(|&i| &entry.cols[i]).collect();
-        let text = sql::copy_in(&entry.dest, &cols);
-        let sink = self
-            .client
-            .copy_in::<_, bytes::Bytes>(&text)
-            .await
-            .map_err(ApplyError::pg(text.clone()))?;
-        let mut sink = std::pin::pin!(sink);
-        let mut buf = BytesMut::with_capacity(64 << 10);
-        for (_, row) in rows {
-            let values = row.iter().filter(|v| *v != ColumnValue::Unchanged);
-            for (n, v) in values.enumerate() {
-                if n > 0 {
-                    buf.extend_from_slice(b"\t");
-                }
-                match v {
-                    ColumnValue::Text(b) => copy_text_value(&mut buf, b),
-                    _ => buf.extend_from_slice(b"\\N"),
-                }
-            }
-            buf.extend_from_slice(b"\n");
-            if buf.len() >= 256 << 10 {
-                sink.send(buf.split().freeze())
-                    .await
-                    .map_err(|e| self.insert_error(e, entry, end_lsn))?;
-            }
-        }
-        if !buf.is_empty() {
-            sink.send(buf.freeze())
-                .await
-                .map_err(|e| self.insert_error(e, entry, end_lsn))?;
-        }
-        sink.as_mut()
-            .finish()
-            .await
-            .map_err(|e| self.insert_error(e, entry, end_lsn))?;
-        Ok(())
-    }
-
-    fn insert_error(
-        &self,
-        e: tokio_postgres::Error,
-        entry: &TableEntry,
-        end_lsn: Lsn,
-    ) -> ApplyError {
         if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
             let detail = e
                 .as_db_error()
@@ -587,99 +723,4 @@ impl Applier {
         }
         ApplyError::pg(format!("copying rows into {}", entry.dest))(e)
     }
-
-    /// Waits for every pending statement and checks what each reported.
-    async fn drain(
-        pending: &mut Vec<(Pending<'_>, Expect, Lsn)>,
-        tables: &HashMap<u32, TableEntry>,
-    ) -> Result<(), ApplyError> {
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let (futs, checks): (Vec<_>, Vec<_>) =
-            pending.drain(..).map(|(f, e, l)| (f, (e, l))).unzip();
-        let results = join_all(futs).await;
-        for (result, (expect, end_lsn)) in results.into_iter().zip(checks) {
-            let table = tables[&expect.relation].dest.clone();
-            match result {
-                Ok(1) => {}
-                Ok(_) => {
-                    let kind = if expect.op == Op::Update {
-                        "update_missing"
-                    } else {
-                        "delete_missing"
-                    };
-                    let detail = format!("no row with {}", expect.describe_key);
-                    return Err(ApplyError::Conflict {
-                        table,
-                        kind,
-                        detail,
-                        end_lsn,
-                    });
-                }
-                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-                    let kind = if expect.op == Op::Insert {
-                        "insert_exists"
-                    } else {
-                        "update_key_exists"
-                    };
-                    let detail = e
-                        .as_db_error()
-                        .and_then(|d| d.detail())
-                        .unwrap_or("a key already exists")
-                        .to_owned();
-                    return Err(ApplyError::Conflict {
-                        table,
-                        kind,
-                        detail,
-                        end_lsn,
-                    });
-                }
-                Err(e) => return Err(ApplyError::pg(format!("applying a change to {table}"))(e)),
-            }
-        }
-        Ok(())
-    }
-}
-
-fn exec<'a>(client: &'a Client, stmt: Statement, params: Vec<Param<'a>>) -> Pending<'a> {
-    Box::pin(async move { client.execute_raw(&stmt, params).await })
-}
-
-/// How many changes from the start of `rest` are inserts into `relation` with the same
-/// columns present as `first`.
-fn insert_run(rest: &[(Change, Lsn)], relation: &Arc<Relation>, first: &Tuple) -> usize {
-    let shape = |t: &Tuple| {
-        t.iter()
-            .map(|v| v == ColumnValue::Unchanged)
-            .collect::<Vec<_>>()
-    };
-    // COPY here speaks the text format: binary values go through statements.
-    if first.iter().any(|v| matches!(v, ColumnValue::Binary(_))) {
-        return 0;
-    }
-    let want = shape(first);
-    rest.iter()
-        .take_while(|(c, _)| match c {
-            Change::Insert { relation: r, new } => Arc::ptr_eq(r, relation) && shape(new) == want,
-            _ => false,
-        })
-        .count()
-}
-
-/// `(id)=(42)` style text for conflict messages.
-fn describe_key(entry: &TableEntry, whr: &[u16], params: &[Param<'_>]) -> String {
-    let names: Vec<&str> = whr
-        .iter()
-        .map(|&i| entry.cols[i as usize].name.as_str())
-        .collect();
-    let values: Vec<String> = params
-        .iter()
-        .map(|p| match p {
-            Param::Null => "NULL".to_owned(),
-            Param::Text(b) => String::from_utf8_lossy(b).chars().take(64).collect(),
-            Param::Binary(_) => "<binary>".to_owned(),
-        })
-        .collect();
-    format!("({})=({})", names.join(", "), values.join(", "))
 }

@@ -12,8 +12,10 @@
 //!   a conflict, with the table and key.
 
 mod applier;
+mod copy;
 mod error;
 mod param;
+mod pipeline;
 mod session;
 mod sql;
 mod tables;

@@ -75,11 +75,14 @@ pub(crate) fn truncate(tables: &[QualifiedName], restart_identity: bool) -> Stri
     sql
 }
 
-/// `COPY t (c...) FROM STDIN` for runs of inserts.
-pub(crate) fn copy_in(table: &QualifiedName, cols: &[&Col]) -> String {
+/// `COPY t (c...) FROM STDIN [(FORMAT binary)]` for runs of inserts.
+pub(crate) fn copy_in(table: &QualifiedName, cols: &[&Col], binary: bool) -> String {
     let mut sql = format!("COPY {table} (");
     push_list(&mut sql, cols.iter().map(|c| Ident(&c.name).to_string()));
     sql.push_str(") FROM STDIN");
+    if binary {
+        sql.push_str(" (FORMAT binary)");
+    }
     sql
 }
 
