@@ -213,6 +213,36 @@ impl RunnerLock {
         })
     }
 
+    /// Like [`try_acquire`](Self::try_acquire), but keeps trying for up to `patience`: the
+    /// session of a runner that was just killed ends a moment after its process.
+    pub async fn try_acquire_within(
+        session: Client,
+        task: &str,
+        patience: std::time::Duration,
+    ) -> Result<Self, StateError> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let got: bool = session
+                .query_one(
+                    &format!("SELECT pg_try_advisory_lock({LOCK_KEY_SQL})"),
+                    &[&task],
+                )
+                .await?
+                .get(0);
+            if got {
+                return Ok(Self { _session: session });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let pid = holder(&session, task).await?.unwrap_or(0);
+                return Err(StateError::Locked {
+                    task: task.to_owned(),
+                    pid,
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits for the lock (a standby runner).
     pub async fn acquire(session: Client, task: &str) -> Result<Self, StateError> {
         session

@@ -62,22 +62,20 @@ impl Shutdown {
 /// (a server restarting, a dropped connection) are retried with backoff.
 pub async fn run(spec: &TaskSpec, mut shutdown: Shutdown) -> Result<(), TaskError> {
     // Another runner of the task is a definite error, told before the precheck (whose
-    // slot check would otherwise wait for that runner's slot).
-    if let Ok(b) = spec.destination.connect().await
-        && let Ok(Some(pid)) = state::holder(&b, &spec.name).await
-    {
-        return Err(state::StateError::Locked {
-            task: spec.name.clone(),
-            pid,
+    // slot check would otherwise wait for that runner's slot). The lock is taken here and
+    // kept for the whole run.
+    // (When the destination cannot be reached, the precheck says why.)
+    let mut lock = match spec.destination.connect().await {
+        Ok(session) => {
+            Some(RunnerLock::try_acquire_within(session, &spec.name, LOCK_PATIENCE).await?)
         }
-        .into());
-    }
+        Err(_) => None,
+    };
     let report = precheck_waiting_for_slot(spec, &mut shutdown).await;
     if !report.ok() {
         return Err(TaskError::Precheck(report));
     }
     let names = TaskNames::new(&spec.name, Direction::Forward);
-    let mut lock: Option<RunnerLock> = None;
     let mut started = false;
     let mut backoff = Backoff::default();
     loop {
@@ -103,7 +101,8 @@ pub async fn run(spec: &TaskSpec, mut shutdown: Shutdown) -> Result<(), TaskErro
                     .connect()
                     .await
                     .map_err(TaskError::sql("connecting to the destination"))?;
-                lock = Some(RunnerLock::try_acquire(session, &spec.name).await?);
+                lock =
+                    Some(RunnerLock::try_acquire_within(session, &spec.name, LOCK_PATIENCE).await?);
             }
             let phase = state::phase(&admin, &spec.name, Direction::Forward).await?;
             if started && phase.is_none() {
@@ -158,6 +157,10 @@ pub async fn run(spec: &TaskSpec, mut shutdown: Shutdown) -> Result<(), TaskErro
         }
     }
 }
+
+/// How long `run` keeps trying for the runner lock before refusing: a killed runner's
+/// session ends shortly after its process.
+const LOCK_PATIENCE: Duration = Duration::from_secs(10);
 
 /// How long `run` waits for the task's slot to be let go by a previous runner.
 const SLOT_WAIT: Duration = Duration::from_secs(60);
