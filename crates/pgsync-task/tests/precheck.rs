@@ -380,3 +380,39 @@ async fn last_write_wins_needs_commit_timestamps_on_the_destination() {
         "{report}"
     );
 }
+
+#[tokio::test]
+async fn two_way_without_a_superuser_on_the_destination_warns_about_the_bootstrap_window() {
+    let (a, b) = pair().await;
+    b.client()
+        .await
+        .unwrap()
+        .batch_execute("CREATE ROLE app LOGIN REPLICATION")
+        .await
+        .unwrap();
+    let text = format!(
+        "name = \"shop\"\n[sync]\ntwo_way = true\n[source]\ndsn = \"{}\"\n[destination]\ndsn = \"{}\"\n[objects]\ninclude = [\"public.orders\"]\n",
+        a.dsn(),
+        b.dsn().replace("user=postgres", "user=app")
+    );
+    let report = precheck::run(&TaskSpec::from_toml(&text, "t").unwrap()).await;
+    assert_eq!(
+        status(&report, Side::Destination, "reverse_bootstrap"),
+        Status::Warn,
+        "{report}"
+    );
+    assert!(fix(&report, Side::Destination, "reverse_bootstrap").contains("superuser"));
+
+    b.client()
+        .await
+        .unwrap()
+        .batch_execute("ALTER ROLE app SUPERUSER")
+        .await
+        .unwrap();
+    let report = precheck::run(&TaskSpec::from_toml(&text, "t").unwrap()).await;
+    assert_eq!(
+        status(&report, Side::Destination, "reverse_bootstrap"),
+        Status::Pass,
+        "{report}"
+    );
+}

@@ -176,6 +176,7 @@ async fn check_destination(
     let side = Side::Destination;
     check_version(report, side, b).await?;
     if spec.sync.two_way {
+        check_reverse_bootstrap(report, b).await?;
         check_wal_level(report, side, b).await?;
         check_replication_role(report, side, b).await?;
         check_slot(
@@ -272,6 +273,37 @@ async fn check_destination(
             format!("schema sync is off, but these tables are missing: {}", list(&absent)),
             "create them, or set sync.schema = true",
         ),
+    }
+    Ok(())
+}
+
+/// Two-way: the reverse publication can cover tables from their creation on only when it
+/// is `FOR ALL TABLES`, which needs a superuser on B.
+async fn check_reverse_bootstrap(
+    report: &mut Report,
+    b: &Client,
+) -> Result<(), tokio_postgres::Error> {
+    let side = Side::Destination;
+    let superuser: bool = b
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await?
+        .get(0);
+    if superuser {
+        report.pass(
+            side,
+            "reverse_bootstrap",
+            "the reverse publication covers every table from the start",
+        );
+    } else {
+        report.warn(
+            side,
+            "reverse_bootstrap",
+            "not a superuser on the destination: rows written there to tables the schema sync creates,              before the initial copy ends, will not reach the source",
+            "connect to the destination as a superuser, or keep applications off it until the task streams",
+        );
     }
     Ok(())
 }
