@@ -172,6 +172,14 @@ impl TaskSpec {
             ));
         }
         self.sync.conflict_policies()?;
+        if self.sync.schema && !self.sync.full {
+            return Err(
+                "sync.full = false needs sync.schema = false too: a schema sync without the \
+                        copy is not available (create the tables on the destination, or keep \
+                        full = true)"
+                    .into(),
+            );
+        }
         if self.objects.include.is_empty() {
             return Err(
                 "objects.include is empty: nothing would be synced (e.g. include = [\"public.*\"])"

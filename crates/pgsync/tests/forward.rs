@@ -104,3 +104,37 @@ async fn a_destination_restart_mid_stream_is_survived() {
     .await;
     assert!(pgsync.stop().await.success());
 }
+
+#[tokio::test]
+async fn a_changes_only_task_streams_into_tables_that_exist_already() {
+    let (a, b) = pgbench_pair(1).await;
+    // pgbench -i writes the same rows on both sides; only changes are to flow.
+    b.pgbench().init(1).await.unwrap();
+    let task = TaskFile::new(&a, &b, "[sync]\nschema = false\nfull = false");
+    let pgsync = Pgsync::run(&task);
+    // Changes from the moment the slot exists: start the load once streaming began.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !pgsync.log_text().contains("streaming changes") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            pgsync.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.pgbench()
+        .run(&PgbenchLoad::simple_update().transactions_per_client(300))
+        .await
+        .unwrap();
+    wait_converged(
+        &a,
+        &b,
+        &PGBENCH_TABLES,
+        Duration::from_secs(60),
+        &pgsync.log_text(),
+    )
+    .await;
+    let copied = pgsync.log_text().contains("initial sync done");
+    assert!(!copied, "no copy was asked for:\n{}", pgsync.log_text());
+    assert!(pgsync.stop().await.success());
+}

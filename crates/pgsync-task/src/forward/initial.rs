@@ -51,6 +51,18 @@ pub(super) async fn run(
         .map_err(TaskError::sql("looking for the slot"))?
         .is_some();
     let mut conn = ReplicationConnection::connect(&replication_config(spec)?).await?;
+    if !spec.sync.full {
+        // Changes only: the tables exist on the destination already (the precheck
+        // checked), and streaming starts where the slot is created.
+        if !slot_exists {
+            conn.create_slot(
+                &CreateSlot::new(&names.slot).snapshot(pgsync_wal::SlotSnapshot::Nothing),
+            )
+            .await?;
+        }
+        conn.close().await?;
+        return finish(spec, names, admin, &source, &tables).await;
+    }
     let exported = if slot_exists {
         let temp = format!("{}_resync", names.slot);
         tracing::info!(slot = %names.slot, "resuming an interrupted initial sync with a new snapshot");
@@ -102,7 +114,18 @@ pub(super) async fn run(
         seconds = report.timings.iter().map(|d| d.as_secs_f64()).sum::<f64>(),
         "initial sync done"
     );
+    finish(spec, names, admin, &source, &tables).await
+}
 
+/// After the copy (or without one): the reverse publication lists the tables, the origin
+/// starts where the slot does, and the task moves to streaming.
+async fn finish(
+    spec: &TaskSpec,
+    names: &TaskNames,
+    admin: &Client,
+    source: &Client,
+    tables: &[QualifiedName],
+) -> Result<(), TaskError> {
     if spec.sync.two_way {
         let b = spec
             .destination
