@@ -45,7 +45,7 @@ fi
 OUT=$(mktemp -d /tmp/pgsync-catchup-bench.XXXXXX)
 export RESULTS_DIR=$OUT/peers
 
-median() { tr ' ' '\n' | grep -E '^[0-9.]+$' | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+median() { tr ' ' '\n' | { grep -E '^[0-9.]+$' || true; } | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 samples_of() { { grep -h -F "$2" "$1" 2>/dev/null || true; } | awk '{print $NF}' | tr '\n' ' '; }   # FILE LABEL
 maxcol() { awk -v c="$1" 'BEGIN{m=0} $c+0>m{m=$c+0} END{printf "%.0f", m/1024}'; }             # kB -> MB
 
@@ -184,7 +184,8 @@ drain_pgsync() {
     c) bulk_load "$A"; target=$BULK_ROWS ;;
   esac
   res "$label backlog built in (s)" "$(fsub "$(now)" "$tl0")"
-  res "$label backlog: transactions or rows / WAL behind the slot" "$target / $(slot_behind "$A")"
+  res "$label backlog: transactions or rows" "$target"
+  res "$label backlog: WAL behind the slot" "$(slot_behind "$A")"
   checkpoint_all "$A" "$B"
   local t0 t1=
   T_STREAM=; DRAIN_W=$w; DRAIN_TARGET=$target; DRAIN_DEAD=
@@ -295,7 +296,7 @@ for w in $WORKLOADS; do
     a) ours=$(of "$OUT/pgsync.txt" a "drain rate from restart"); m_ours=$(echo "$ours" | median)
        line a "pgsync, pgbench -N backlog, drain rate from restart" "$ours" txn/s
        line a "pgsync, same, drain time from restart" "$(of "$OUT/pgsync.txt" a "drain time from restart")" s
-       line a "pgsync, same, backlog transactions" "$(of "$OUT/pgsync.txt" a "backlog: transactions" | sed 's/ \/ [^ ]*//g')" txns
+       line a "pgsync, same, backlog transactions" "$(of "$OUT/pgsync.txt" a "backlog: transactions")" txns
        for v in 15 18; do
          [ -f "$OUT/kit$v.txt" ] || continue
          line a "native PG$v, step d drain rate (native_oneway.sh)" "$(of "$OUT/kit$v.txt" d "drain rate")" txn/s "$m_ours" rate
