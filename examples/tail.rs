@@ -79,6 +79,9 @@ async fn main() -> Result<()> {
                 print_transaction(&t)?;
                 if !args.no_confirm {
                     stream.confirm(t.end_lsn);
+                    if asm.is_idle() {
+                        stream.mark_done();
+                    }
                 }
             }
             Some(Assembled::Message(m)) => emit(&json!({

@@ -138,9 +138,10 @@ async fn an_idle_slot_advances_past_unrelated_wal_without_the_consumer_confirmin
     );
     assert_eq!(stream.confirmed(), initial);
 
-    // Confirmed: the stream is idle again, and keepalives carry the slot past the
-    // unrelated writes although no message about them was ever received.
+    // Confirmed and finished with: the stream is idle again, and keepalives carry the
+    // slot past the unrelated writes although no message about them was ever received.
     stream.confirm(commit);
+    stream.mark_done();
     for i in 100..200 {
         client.execute("INSERT INTO b VALUES ($1)", &[&i]).await?;
     }

@@ -100,6 +100,10 @@ pub(super) async fn run(
                 if group.flush(&mut applier).await? {
                     backoff.reset();
                 }
+                // Nothing half-assembled and nothing unapplied: an idle slot may advance.
+                if assembler.is_idle() {
+                    stream.mark_done();
+                }
             }
         }
     }

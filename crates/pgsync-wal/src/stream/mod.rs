@@ -46,6 +46,12 @@ struct Shared {
     confirmed: AtomicLsn,
     received: AtomicLsn,
     poke: Notify,
+    /// XLogData messages handed to the consumer (counted before they become visible).
+    handed: std::sync::atomic::AtomicU64,
+    /// Of those, how many the consumer has finished with (see
+    /// [`ReplicationStream::mark_done`]). Keepalives advance the flush position only
+    /// while `done == handed`.
+    done: std::sync::atomic::AtomicU64,
 }
 
 /// A cloneable handle for reporting progress from another task (e.g. the applier).
@@ -86,6 +92,8 @@ pub struct ReplicationStream {
     server_major: u32,
     proto_version: u32,
     status_interval: Duration,
+    /// Messages taken from the channel so far (see [`ReplicationStream::mark_done`]).
+    taken: u64,
 }
 
 impl ReplicationConnection {
@@ -153,6 +161,7 @@ impl ReplicationConnection {
             server_major: major,
             proto_version: StartOptions::proto_version(major),
             status_interval: interval,
+            taken: 0,
         })
     }
 
@@ -181,6 +190,7 @@ impl ReplicationStream {
     /// Cancel-safe: nothing is lost if the future is dropped before it completes.
     pub async fn recv(&mut self) -> Result<Option<XLogData>, WalError> {
         if let Some(x) = self.rx.recv().await {
+            self.taken += 1;
             return Ok(Some(x));
         }
         match (self.ended, self.task.as_mut()) {
@@ -199,6 +209,20 @@ impl ReplicationStream {
                 outcome.map(|()| None)
             }
         }
+    }
+
+    /// Tells the stream that the consumer has finished with every message it received so
+    /// far (no transaction half-assembled, nothing waiting to be applied). Only then may a
+    /// keepalive move the flush position on to the server's WAL end when the slot is idle:
+    /// the changes of a transaction carry the LSNs of their own records, which can be older
+    /// than the end of the transaction applied before it (transactions interleave), so
+    /// "everything received was confirmed" alone does not prove that nothing is in flight.
+    /// A consumer that never calls it never gets the idle advance (safe, but a quiet slot
+    /// then keeps WAL until the next confirmed transaction).
+    pub fn mark_done(&self) {
+        self.shared
+            .done
+            .store(self.taken, std::sync::atomic::Ordering::Release);
     }
 
     /// See [`FeedbackHandle::confirm`].

@@ -144,14 +144,22 @@ impl SocketTask {
                 CopyMessage::XLogData(x) => {
                     self.feedback.on_xlogdata(x.wal_start);
                     self.shared.received.fetch_max(x.wal_start);
+                    // Counted before the consumer can see it.
+                    self.shared
+                        .handed
+                        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                     return Ok(self.forward(x));
                 }
                 CopyMessage::Keepalive {
                     wal_end,
                     reply_requested,
                 } => {
-                    let pending =
-                        !self.held.is_empty() || self.tx.capacity() < self.tx.max_capacity();
+                    use std::sync::atomic::Ordering;
+                    // Everything handed over must be finished by the consumer, not only
+                    // taken from the channel (see ReplicationStream::mark_done).
+                    let pending = !self.held.is_empty()
+                        || self.shared.done.load(Ordering::Acquire)
+                            != self.shared.handed.load(Ordering::Acquire);
                     let confirmed = self.shared.confirmed.load();
                     if self
                         .feedback

@@ -158,6 +158,12 @@ impl Assembler {
         self.mem_used
     }
 
+    /// Whether no transaction is open: none between Begin and Commit, no streamed one
+    /// waiting for its commit.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.state, State::Idle) && self.streams.is_empty()
+    }
+
     /// Streamed transactions started and not yet committed or aborted.
     pub fn open_streams(&self) -> usize {
         self.streams.len()

@@ -125,6 +125,28 @@ pub async fn wait_converged(
             return;
         }
         if tokio::time::Instant::now() > deadline {
+            if tables.contains(&"pgbench_history") {
+                let q = "SELECT string_agg(format('%s %s %s', aid, delta, mtime), ', ' ORDER BY mtime) FROM pgbench_history";
+                let (x, y) = (a.client().await.unwrap(), b.client().await.unwrap());
+                let ha: Option<String> = x
+                    .query_one(q, &[])
+                    .await
+                    .map(|r| r.get(0))
+                    .unwrap_or_default();
+                let hb: Option<String> = y
+                    .query_one(q, &[])
+                    .await
+                    .map(|r| r.get(0))
+                    .unwrap_or_default();
+                let (ha, hb) = (ha.unwrap_or_default(), hb.unwrap_or_default());
+                let sb: std::collections::HashSet<&str> = hb.split(", ").collect();
+                let missing: Vec<&str> =
+                    ha.split(", ").filter(|r| !sb.contains(r)).take(5).collect();
+                diffs.push(format!(
+                    "missing history rows on B: {missing:?}; last on A: {:?}",
+                    ha.rsplit(", ").next()
+                ));
+            }
             panic!(
                 "not converged after {timeout:?}:\n{}\n--- pgsync log ---\n{log}",
                 diffs.join("\n")
