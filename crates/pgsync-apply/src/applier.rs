@@ -154,9 +154,14 @@ impl Applier {
         let progress = session::setup(&client, &config.origin).await?;
         let mut flush = FlushTracker::default();
         flush.nothing_written(progress);
+        // The progress row commits with the data; the origin's own progress is not
+        // enough, as from PostgreSQL 16 an aborted transaction that set it advances it too.
         let xact_setup = client
             .prepare(
-                "SELECT pg_replication_origin_xact_setup($1::text::pg_lsn,
+                "WITH progress AS (
+                     INSERT INTO pgsync.apply_progress (origin, end_lsn) VALUES ($3, $1::text::pg_lsn)
+                     ON CONFLICT (origin) DO UPDATE SET end_lsn = EXCLUDED.end_lsn)
+                 SELECT pg_replication_origin_xact_setup($1::text::pg_lsn,
                         TIMESTAMPTZ 'epoch' + $2::bigint * INTERVAL '1 microsecond')",
             )
             .await
@@ -232,7 +237,10 @@ impl Applier {
             let _ = self.client.batch_execute("ROLLBACK").await;
             return Err(e);
         }
-        self.commit(last).await
+        let first = todo.first().map(|t| t.end_lsn).unwrap_or_default();
+        self.commit(last).await.inspect_err(|e| {
+            tracing::debug!(first = %first, last = %last.end_lsn, error = %e, "group not committed");
+        })
     }
 
     /// COMMIT (the origin setup went with the last statements) and the local WAL position.
@@ -553,10 +561,11 @@ impl Applier {
             }
         }
         if let Some((lsn, micros)) = b.setup.take() {
-            let (client, stmt) = (&self.client, &self.xact_setup);
+            let (client, stmt, origin) = (&self.client, &self.xact_setup, &self.config.origin);
             pending.push((
                 Box::pin(async move {
-                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&lsn, &micros];
+                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                        [&lsn, &micros, origin];
                     client.execute(stmt, &params).await
                 }),
                 None,

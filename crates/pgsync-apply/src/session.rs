@@ -29,7 +29,9 @@ SET statement_timeout = 0;
 SET idle_in_transaction_session_timeout = 0;";
 
 /// Prepares `client` for applying under `origin` (creating the origin if needed) and
-/// returns the origin's progress: the end LSN of the last applied source transaction.
+/// returns the end LSN of the last applied source transaction: from the progress row that
+/// commits with every applied group (`pgsync.apply_progress`), or, before the first, from
+/// the origin (which the task sets where the stream starts).
 pub(crate) async fn setup(client: &Client, origin: &str) -> Result<Lsn, ApplyError> {
     client
         .batch_execute(SESSION_SETUP)
@@ -45,8 +47,28 @@ pub(crate) async fn setup(client: &Client, origin: &str) -> Result<Lsn, ApplyErr
         .map_err(ApplyError::pg(format!(
             "attaching to replication origin {origin}"
         )))?;
-    origin_progress(client, origin).await
+    client
+        .batch_execute(PROGRESS_TABLE)
+        .await
+        .map_err(ApplyError::pg("creating pgsync.apply_progress"))?;
+    // The row is written in every applied transaction, so it is exactly what committed;
+    // before the first one, the origin's progress (set where the stream starts) applies.
+    let row = client
+        .query_opt(
+            "SELECT end_lsn::text FROM pgsync.apply_progress WHERE origin = $1",
+            &[&origin],
+        )
+        .await
+        .map_err(ApplyError::pg("reading pgsync.apply_progress"))?;
+    match row.and_then(|r| r.get::<_, String>(0).parse().ok()) {
+        Some(lsn) => Ok(lsn),
+        None => origin_progress(client, origin).await,
+    }
 }
+
+/// Progress per origin, committed with the applied rows.
+const PROGRESS_TABLE: &str = "CREATE SCHEMA IF NOT EXISTS pgsync;
+CREATE TABLE IF NOT EXISTS pgsync.apply_progress (origin text PRIMARY KEY, end_lsn pg_lsn NOT NULL);";
 
 /// Creates the replication origin if it does not exist.
 pub async fn ensure_origin(client: &Client, origin: &str) -> Result<(), ApplyError> {

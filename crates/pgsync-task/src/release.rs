@@ -93,8 +93,25 @@ pub async fn release(spec: &TaskSpec, force: bool) -> Result<Released, TaskError
             )
             .await
             .map_err(TaskError::sql("listing replication origins"))?;
+        let progress_rows: bool = writer
+            .query_one(
+                "SELECT to_regclass('pgsync.apply_progress') IS NOT NULL",
+                &[],
+            )
+            .await
+            .map_err(TaskError::sql("looking for pgsync.apply_progress"))?
+            .get(0);
         for r in origins {
             let name: String = r.get(0);
+            if progress_rows {
+                writer
+                    .execute(
+                        "DELETE FROM pgsync.apply_progress WHERE origin = $1",
+                        &[&name],
+                    )
+                    .await
+                    .map_err(TaskError::sql("clearing pgsync.apply_progress"))?;
+            }
             retry_in_use(writer, "SELECT pg_replication_origin_drop($1)", &name)
                 .await
                 .map_err(TaskError::sql(format!(

@@ -136,6 +136,15 @@ impl ReplicationConnection {
                 }
             }
         }
+        if !options.start.is_invalid() && slot_flush > options.start {
+            // The server starts at the slot's position: what lies between was confirmed
+            // earlier and is not sent again.
+            tracing::warn!(
+                target: "pgsync_wal::stream",
+                slot = %options.slot, requested = %options.start, slot_confirmed = %slot_flush,
+                "the slot is ahead of the requested start"
+            );
+        }
         let shared = Arc::new(Shared::default());
         shared.confirmed.fetch_max(options.start.max(slot_flush));
         let capacity = options.buffer_messages.max(1);

@@ -44,7 +44,7 @@ impl Pgsync {
         let child = Command::new(env!("CARGO_BIN_EXE_pgsync"))
             .args(["run", "--config"])
             .arg(&task.path)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,pgsync_apply=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
