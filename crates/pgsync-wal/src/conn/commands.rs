@@ -133,7 +133,8 @@ pub struct StartOptions {
     pub origin_none: bool,
     /// Binary tuple data.
     pub binary: bool,
-    /// Channel capacity between the socket task and the consumer, in messages.
+    /// Messages handed from the socket task to the consumer in one batch at most (the
+    /// channel between them holds two batches).
     pub buffer_messages: usize,
     /// Bytes of XLogData the socket task may hold beyond the channel while the consumer is
     /// busy, before it stops reading the socket (keepalives keep being answered until then).

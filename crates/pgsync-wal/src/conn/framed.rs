@@ -100,6 +100,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// The next message if a whole one is already buffered; never reads the socket. Lets
+    /// a caller take every message a read brought in before it does anything else.
+    pub(crate) fn try_next(&mut self) -> Result<Option<Backend>, WalError> {
+        split_frame(&mut self.buf, self.max_frame)
+    }
+
     /// The next message.
     ///
     /// Cancel-safe: partial frames stay in the reader's buffer (`read_buf` itself is

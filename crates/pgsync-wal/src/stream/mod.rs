@@ -40,6 +40,9 @@ use postgres_protocol::message::frontend;
 
 pub use wire::XLogData;
 
+/// Batches of messages the channel to the consumer holds (see [`task`] for why batches).
+const CHANNEL_BATCHES: usize = 2;
+
 /// Progress shared between the consumer and the socket task.
 #[derive(Debug, Default)]
 struct Shared {
@@ -84,7 +87,9 @@ impl FeedbackHandle {
 /// A running logical replication stream (after START_REPLICATION).
 #[derive(Debug)]
 pub struct ReplicationStream {
-    rx: mpsc::Receiver<XLogData>,
+    rx: mpsc::Receiver<Vec<XLogData>>,
+    /// The rest of the batch last taken from the channel.
+    batch: std::vec::IntoIter<XLogData>,
     shared: Arc<Shared>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), WalError>>>,
@@ -147,8 +152,7 @@ impl ReplicationConnection {
         }
         let shared = Arc::new(Shared::default());
         shared.confirmed.fetch_max(options.start.max(slot_flush));
-        let capacity = options.buffer_messages.max(1);
-        let (tx, rx) = mpsc::channel(capacity);
+        let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
         let (stop_tx, stop_rx) = oneshot::channel();
         let (reader, writer) = self.into_parts();
         let task = task::SocketTask::new(
@@ -157,12 +161,14 @@ impl ReplicationConnection {
             tx,
             shared.clone(),
             interval,
+            options.buffer_messages,
             options.buffer_bytes,
         );
         let handle = tokio::spawn(task.run(stop_rx));
         tracing::debug!(target: "pgsync_wal::stream", slot = %options.slot, ?interval, "streaming");
         Ok(ReplicationStream {
             rx,
+            batch: Vec::new().into_iter(),
             shared,
             stop: Some(stop_tx),
             task: Some(handle),
@@ -198,9 +204,16 @@ impl ReplicationStream {
     ///
     /// Cancel-safe: nothing is lost if the future is dropped before it completes.
     pub async fn recv(&mut self) -> Result<Option<XLogData>, WalError> {
-        if let Some(x) = self.rx.recv().await {
+        if let Some(x) = self.batch.next() {
             self.taken += 1;
             return Ok(Some(x));
+        }
+        while let Some(batch) = self.rx.recv().await {
+            self.batch = batch.into_iter();
+            if let Some(x) = self.batch.next() {
+                self.taken += 1;
+                return Ok(Some(x));
+            }
         }
         match (self.ended, self.task.as_mut()) {
             (Some(true), _) => Ok(None),
