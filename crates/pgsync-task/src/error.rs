@@ -49,6 +49,21 @@ pub enum TaskError {
     /// The source ended the replication stream.
     #[error("the source ended the replication stream")]
     StreamEnded,
+    /// A transient error lasted longer than its retry window (`[retry]`).
+    #[error(
+        "gave up after {:.1} minutes of {} errors (the retry window is {:.1} minutes): {source}",
+        failing_for.as_secs_f64() / 60.0, class.as_str(), window.as_secs_f64() / 60.0
+    )]
+    RetriesExhausted {
+        /// connection or transient.
+        class: crate::ops::retry::ErrorClass,
+        /// How long the failures lasted.
+        failing_for: std::time::Duration,
+        /// The window of that class.
+        window: std::time::Duration,
+        /// The last failure.
+        source: Box<TaskError>,
+    },
 }
 
 impl TaskError {
@@ -72,7 +87,10 @@ impl TaskError {
             TaskError::Snapshot(e) => e.is_retryable(),
             TaskError::Apply(e) => e.is_retryable(),
             TaskError::StreamEnded => true,
-            TaskError::NoSnapshot | TaskError::Released | TaskError::Mapping(_) => false,
+            TaskError::NoSnapshot
+            | TaskError::Released
+            | TaskError::Mapping(_)
+            | TaskError::RetriesExhausted { .. } => false,
         }
     }
 }

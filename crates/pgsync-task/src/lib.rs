@@ -5,6 +5,7 @@ mod endpoint;
 mod error;
 pub mod forward;
 mod names;
+pub mod ops;
 pub mod precheck;
 pub mod release;
 mod spec;
@@ -15,4 +16,7 @@ pub mod validate;
 pub use endpoint::{DsnError, Endpoint};
 pub use error::TaskError;
 pub use names::{Direction, STATE_SCHEMA, TaskNames};
-pub use spec::{ExistingTables, MAX_NAME_LEN, SpecError, SyncSpec, TaskSpec};
+pub use spec::{
+    AlertsSpec, ExistingTables, HeartbeatSpec, MAX_NAME_LEN, RetrySpec, SpecError, SyncSpec,
+    TaskSpec, ThrottleSpec,
+};

@@ -14,6 +14,7 @@ use pgsync_names::{Mapping, Selection};
 use serde::Deserialize;
 
 use crate::endpoint::Endpoint;
+pub use crate::ops::config::{AlertsSpec, HeartbeatSpec, RetrySpec, ThrottleSpec};
 
 /// A task: one source, one destination, what to sync and how.
 #[derive(Debug, Clone, Deserialize)]
@@ -34,6 +35,18 @@ pub struct TaskSpec {
     /// Renames on the way from A to B.
     #[serde(default)]
     pub mapping: Mapping,
+    /// How long transient errors are retried.
+    #[serde(default)]
+    pub retry: RetrySpec,
+    /// Rate limits of the full copy and of streaming.
+    #[serde(default)]
+    pub throttle: ThrottleSpec,
+    /// Heartbeats on the reading side (lag when idle).
+    #[serde(default)]
+    pub heartbeat: HeartbeatSpec,
+    /// Who is told when the task fails or falls behind.
+    #[serde(default)]
+    pub alerts: AlertsSpec,
 }
 
 /// The `[sync]` table.
@@ -172,6 +185,7 @@ impl TaskSpec {
             ));
         }
         self.sync.conflict_policies()?;
+        crate::ops::config::validate(&self.retry, &self.throttle, &self.heartbeat, &self.alerts)?;
         if self.sync.schema && !self.sync.full {
             return Err(
                 "sync.full = false needs sync.schema = false too: a schema sync without the \

@@ -38,6 +38,10 @@ pub(crate) enum Command {
     Validate(ValidateArgs),
     /// Remove everything the task made on both servers (slots, publications, origins, state).
     Release(ReleaseArgs),
+    /// Pause the running task at the next transaction boundary (the slot keeps the changes).
+    Pause(PauseArgs),
+    /// Resume a paused task where it stopped.
+    Resume(PauseArgs),
     /// Start two throwaway local clusters and sync them, with a live view.
     Demo(DemoArgs),
 }
@@ -96,6 +100,15 @@ pub(crate) struct DemoArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pub(crate) task: TaskFile,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9187).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics_addr: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PauseArgs {
     #[command(flatten)]
     pub(crate) task: TaskFile,
 }

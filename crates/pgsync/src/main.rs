@@ -14,6 +14,7 @@ mod cli;
 mod demo;
 mod logging;
 mod precheck;
+mod progress;
 mod run;
 mod status;
 mod validate;
@@ -60,6 +61,8 @@ fn main() -> ExitCode {
             Command::Status(args) => status::status(args).await,
             Command::Validate(args) => validate::validate(args).await,
             Command::Release(args) => status::release(args).await,
+            Command::Pause(args) => status::pause(args, true).await,
+            Command::Resume(args) => status::pause(args, false).await,
             Command::Demo(args) => demo::run(args).await,
         }
     });

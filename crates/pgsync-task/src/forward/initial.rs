@@ -24,11 +24,20 @@ use crate::names::{Direction, TaskNames};
 use crate::spec::{ExistingTables, TaskSpec};
 use crate::state::{self, Phase};
 
+/// What the copy shares with the operations side (crate::ops): the `[throttle]` bucket
+/// and progress events (metrics, progress bars).
+#[derive(Debug)]
+pub(super) struct CopyOps {
+    pub(super) throttle: std::sync::Arc<pgsync_snapshot::Throttle>,
+    pub(super) progress: tokio::sync::mpsc::UnboundedSender<pgsync_snapshot::Progress>,
+}
+
 pub(super) async fn run(
     spec: &TaskSpec,
     names: &TaskNames,
     admin: &Client,
     shutdown: &mut Shutdown,
+    copy: CopyOps,
 ) -> Result<(), TaskError> {
     let source = spec
         .source
@@ -88,6 +97,8 @@ pub(super) async fn run(
     options.snapshot_lsn = Some(exported.consistent_point);
     // Two-way: rows the copy writes on B carry pgsync origins, so B's reader drops them.
     options.origin_prefix = spec.sync.two_way.then(|| names.origin.clone());
+    options.throttle = copy.throttle;
+    options.progress = Some(copy.progress);
     let sync = FullSync::new(
         SnapEndpoint::new(spec.source.config().clone()),
         SnapEndpoint::new(spec.destination.config().clone()),

@@ -17,6 +17,7 @@ use tokio_postgres::Client;
 use crate::endpoint::Endpoint;
 use crate::error::TaskError;
 use crate::names::{Direction, TaskNames};
+use crate::ops::hooks::Hooks;
 use crate::spec::TaskSpec;
 
 /// One direction's streaming setup.
@@ -32,6 +33,8 @@ pub(crate) struct Link {
     pub(crate) only_tables: Option<HashSet<QualifiedName>>,
     /// Drops transactions pgsync wrote itself (two-way only).
     pub(crate) loop_filter: Option<LoopFilter>,
+    /// Metrics and throttle at each group commit (none unless attached).
+    pub(crate) hooks: Hooks,
 }
 
 impl Link {
@@ -49,6 +52,7 @@ impl Link {
                 .sync
                 .two_way
                 .then(|| LoopFilter::new(spec.sync.loop_prevention)),
+            hooks: Hooks::default(),
         }
     }
 
@@ -70,6 +74,7 @@ impl Link {
             mapping: inverse,
             only_tables: Some(only),
             loop_filter: Some(LoopFilter::new(spec.sync.loop_prevention)),
+            hooks: Hooks::default(),
         })
     }
 }

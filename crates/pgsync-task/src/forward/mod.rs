@@ -21,6 +21,10 @@ use tokio::sync::watch;
 use self::link::Link;
 use crate::error::TaskError;
 use crate::names::{Direction, TaskNames};
+use crate::ops::alerts::Alerts;
+use crate::ops::metrics::RunState;
+use crate::ops::retry::{self, Decision, ErrorClass, Retrier, RetryPolicy};
+use crate::ops::{Ops, RunOptions};
 use crate::precheck;
 use crate::spec::TaskSpec;
 use crate::state::{self, Phase, RunnerLock};
@@ -59,8 +63,42 @@ impl Shutdown {
 }
 
 /// Runs the forward task until `shutdown` (Ok) or a definite error. Transient errors
-/// (a server restarting, a dropped connection) are retried with backoff.
-pub async fn run(spec: &TaskSpec, mut shutdown: Shutdown) -> Result<(), TaskError> {
+/// (a server restarting, a dropped connection) are retried with backoff within the
+/// `[retry]` windows.
+pub async fn run(spec: &TaskSpec, shutdown: Shutdown) -> Result<(), TaskError> {
+    run_with(spec, shutdown, RunOptions::default()).await
+}
+
+/// [`run`], with shared metrics and the copy's progress events (see [`RunOptions`]).
+/// Failures are stored for `pgsync status` and alerted (`[alerts]`).
+pub async fn run_with(
+    spec: &TaskSpec,
+    mut shutdown: Shutdown,
+    options: RunOptions,
+) -> Result<(), TaskError> {
+    let mut ops = Ops::start(spec, options);
+    let result = run_task(spec, &mut shutdown, &mut ops).await;
+    match &result {
+        Ok(()) => ops.metrics.set_state(RunState::Stopped),
+        Err(e) => {
+            ops.metrics.set_state(RunState::Failed);
+            ops.metrics
+                .active()
+                .for_each(|d| d.set_last_error(e.to_string()));
+            Alerts::new(spec.alerts.clone(), &spec.name)
+                .failure(&e.to_string())
+                .await;
+        }
+    }
+    ops.store_final(spec).await;
+    result
+}
+
+async fn run_task(
+    spec: &TaskSpec,
+    shutdown: &mut Shutdown,
+    ops: &mut Ops,
+) -> Result<(), TaskError> {
     // Another runner of the task is a definite error, told before the precheck (whose
     // slot check would otherwise wait for that runner's slot). The lock is taken here and
     // kept for the whole run.
@@ -71,14 +109,19 @@ pub async fn run(spec: &TaskSpec, mut shutdown: Shutdown) -> Result<(), TaskErro
         }
         Err(_) => None,
     };
-    let report = precheck_waiting_for_slot(spec, &mut shutdown).await;
+    let report = precheck_waiting_for_slot(spec, shutdown).await;
     if !report.ok() {
         return Err(TaskError::Precheck(report));
     }
     let names = TaskNames::new(&spec.name, Direction::Forward);
     let mut started = false;
-    let mut backoff = Backoff::default();
+    let mut retrier = Retrier::new(RetryPolicy {
+        connection: spec.retry.connection_window(),
+        other: spec.retry.other_window(),
+    });
+    let (mut backoff, mut backoff_rev) = (Backoff::default(), Backoff::default());
     loop {
+        retrier.attempt();
         let result = async {
             let admin = spec
                 .destination
@@ -111,14 +154,24 @@ pub async fn run(spec: &TaskSpec, mut shutdown: Shutdown) -> Result<(), TaskErro
             }
             started = true;
             if phase != Some(Phase::Incremental) {
-                initial::run(spec, &names, &admin, &mut shutdown).await?;
+                ops.metrics.set_state(RunState::Copying);
+                let copy = initial::CopyOps {
+                    throttle: std::sync::Arc::clone(&ops.full_throttle),
+                    progress: ops.copy_progress(),
+                };
+                initial::run(spec, &names, &admin, shutdown, copy).await?;
                 if shutdown.requested() {
                     return Ok(());
                 }
             }
-            let forward = Link::forward(spec);
+            // The streams stop at a transaction boundary on shutdown or on pause.
+            let (trigger, mut stop) = Shutdown::new();
+            let _relay = AbortOnDrop(relay(shutdown.clone(), ops.paused.clone(), trigger));
+            let mut forward = Link::forward(spec);
+            forward.hooks = ops.hooks(Direction::Forward);
             if !spec.sync.two_way {
-                return stream::run(&forward, &mut shutdown, &mut backoff).await;
+                ops.metrics.set_state(RunState::Streaming);
+                return stream::run(&forward, &mut stop, &mut backoff).await;
             }
             // Two-way: the reverse direction streams once the forward one does.
             let source = spec
@@ -126,27 +179,74 @@ pub async fn run(spec: &TaskSpec, mut shutdown: Shutdown) -> Result<(), TaskErro
                 .connect()
                 .await
                 .map_err(TaskError::sql("connecting to the source"))?;
-            let reverse = Link::reverse(spec, &source).await?;
+            let mut reverse = Link::reverse(spec, &source).await?;
+            reverse.hooks = ops.hooks(Direction::Reverse);
             state::set_phase(&admin, &spec.name, Direction::Reverse, Phase::Incremental).await?;
-            let (mut shutdown_rev, mut backoff_rev) = (shutdown.clone(), Backoff::default());
+            ops.metrics.set_state(RunState::Streaming);
+            let mut stop_rev = stop.clone();
             tokio::try_join!(
-                stream::run(&forward, &mut shutdown, &mut backoff),
-                stream::run(&reverse, &mut shutdown_rev, &mut backoff_rev)
+                stream::run(&forward, &mut stop, &mut backoff),
+                stream::run(&reverse, &mut stop_rev, &mut backoff_rev)
             )
             .map(drop)
         }
         .await;
-        match result {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_retryable() && !shutdown.requested() => {
-                let wait = backoff.next();
-                tracing::warn!(error = %e, retry_in = ?wait, "transient error; the task resumes after a pause");
+        if backoff.take_progress() | backoff_rev.take_progress() {
+            retrier.progressed();
+        }
+        let e = match result {
+            Ok(()) if shutdown.requested() => return Ok(()),
+            Ok(()) => {
+                wait_while_paused(ops, shutdown).await;
+                if shutdown.requested() {
+                    return Ok(());
+                }
+                continue;
+            }
+            Err(e) => e,
+        };
+        let class = retry::classify(&e);
+        let decision = if shutdown.requested() {
+            Decision::GiveUp {
+                class: ErrorClass::Definite,
+                failing_for: Duration::ZERO,
+            }
+        } else {
+            retrier.decide(class)
+        };
+        match decision {
+            Decision::RetryAfter(wait) => {
+                ops.metrics.set_state(RunState::Retrying);
+                ops.metrics.active().for_each(|d| {
+                    d.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    d.set_last_error(e.to_string());
+                });
+                tracing::warn!(
+                    class = class.as_str(),
+                    retry = retrier.retries,
+                    retry_in = ?wait,
+                    cause = %e,
+                    "transient error; the task resumes after a pause"
+                );
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     () = shutdown.wait() => return Ok(()),
                 }
             }
-            Err(e) => {
+            Decision::GiveUp { class, failing_for } => {
+                let e = if class == ErrorClass::Definite {
+                    e
+                } else {
+                    TaskError::RetriesExhausted {
+                        class,
+                        failing_for,
+                        window: match class {
+                            ErrorClass::Connection => spec.retry.connection_window(),
+                            _ => spec.retry.other_window(),
+                        },
+                        source: Box::new(e),
+                    }
+                };
                 // Best effort: the error goes to the user either way.
                 if let Ok(c) = spec.destination.connect().await {
                     let _ =
@@ -156,6 +256,45 @@ pub async fn run(spec: &TaskSpec, mut shutdown: Shutdown) -> Result<(), TaskErro
             }
         }
     }
+}
+
+/// Triggers `stop` when `shutdown` is asked for or the task is paused.
+fn relay(
+    mut shutdown: Shutdown,
+    mut paused: watch::Receiver<bool>,
+    stop: ShutdownTrigger,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        tokio::select! {
+            () = shutdown.wait() => {}
+            Ok(_) = paused.wait_for(|p| *p) => {}
+        }
+        stop.trigger();
+    })
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The streams stopped for a pause: waits for `pgsync resume` (or a shutdown).
+async fn wait_while_paused(ops: &mut Ops, shutdown: &mut Shutdown) {
+    if !ops.is_paused() {
+        return;
+    }
+    ops.metrics.set_state(RunState::Paused);
+    tracing::info!("paused at a transaction boundary; waiting for pgsync resume");
+    let mut paused = ops.paused.clone();
+    tokio::select! {
+        _ = paused.wait_for(|p| !*p) => {}
+        () = shutdown.wait() => return,
+    }
+    tracing::info!("resumed");
 }
 
 /// How long `run` keeps trying for the runner lock before refusing: a killed runner's
@@ -190,28 +329,20 @@ async fn precheck_waiting_for_slot(spec: &TaskSpec, shutdown: &mut Shutdown) -> 
     }
 }
 
-/// Exponential backoff between reconnects: 0.5 s doubling to 30 s; reset by progress.
-#[derive(Debug)]
+/// Progress seen by a streaming loop (a group applied): the retry windows start over.
+/// (The pauses between attempts are [`Retrier`]'s.)
+#[derive(Debug, Default)]
 pub(crate) struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            next: Duration::from_millis(500),
-        }
-    }
+    progressed: bool,
 }
 
 impl Backoff {
-    pub(crate) fn next(&mut self) -> Duration {
-        let now = self.next;
-        self.next = (self.next * 2).min(Duration::from_secs(30));
-        now
+    /// Something was applied.
+    pub(crate) fn reset(&mut self) {
+        self.progressed = true;
     }
 
-    pub(crate) fn reset(&mut self) {
-        *self = Self::default();
+    fn take_progress(&mut self) -> bool {
+        std::mem::take(&mut self.progressed)
     }
 }

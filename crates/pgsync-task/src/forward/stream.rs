@@ -23,6 +23,7 @@ use super::link::Link;
 use super::{Backoff, Shutdown, initial};
 use crate::error::TaskError;
 use crate::names::Direction;
+use crate::ops::hooks::Hooks;
 
 /// Source transactions applied together at most (when they are already waiting: a
 /// backlog drains in few, large destination transactions, each one commit round trip).
@@ -73,7 +74,10 @@ pub(super) async fn run(
     let mut assembler = Assembler::new(AssemblerConfig::default());
     let mut tick = tokio::time::interval(FEEDBACK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut group = Group::default();
+    let mut group = Group {
+        hooks: link.hooks.clone(),
+        ..Group::default()
+    };
     loop {
         tokio::select! {
             biased;
@@ -115,6 +119,8 @@ struct Group {
     txns: Vec<Transaction>,
     changes: usize,
     bytes: usize,
+    /// Metrics and throttle (crate::ops).
+    hooks: Hooks,
 }
 
 impl Group {
@@ -160,6 +166,9 @@ impl Group {
             return Ok(false);
         }
         applier.apply(&self.txns).await?;
+        self.hooks
+            .applied(&self.txns, self.changes, self.bytes)
+            .await;
         self.txns.clear();
         self.changes = 0;
         self.bytes = 0;
