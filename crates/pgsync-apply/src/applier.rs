@@ -29,6 +29,7 @@ use pgsync_wal::txn::Change;
 use pgsync_wal::{Lsn, Relation, Transaction, Tuple};
 use tokio_postgres::{Client, Statement};
 
+use crate::conflicts::ConflictHandling;
 use crate::copy::{ActiveCopy, CopyFormat, InsertRun, RowShape};
 use crate::error::ApplyError;
 use crate::param::Param;
@@ -60,6 +61,11 @@ pub struct ApplierConfig {
     /// When set, only changes to these source tables are applied; the others are
     /// dropped (the reverse task of a two-way pair covers only the forward selection).
     pub only_tables: Option<std::collections::HashSet<QualifiedName>>,
+    /// Conflict detection and resolution (the careful path); `None`: any conflict stops.
+    pub conflicts: Option<ConflictHandling>,
+    /// Marker-mode loop prevention: the statement writing `pgsync.loop_marker`, run in
+    /// every applied transaction (see pgsync-loop).
+    pub loop_marker: Option<String>,
 }
 
 impl ApplierConfig {
@@ -75,6 +81,8 @@ impl ApplierConfig {
             copy_buffer_bytes: 16 << 20,
             copied_at: HashMap::new(),
             only_tables: None,
+            conflicts: None,
+            loop_marker: None,
         }
     }
 }
@@ -145,7 +153,12 @@ pub struct Applier {
     xact_setup: Statement,
     /// `pg_current_wal_insert_lsn()`, prepared for the same reason.
     insert_lsn: Statement,
+    /// The careful path's state (see `careful.rs`).
+    careful: careful::CarefulState,
 }
+
+#[path = "careful.rs"]
+mod careful;
 
 impl Applier {
     /// Sets `client` up for applying (see [`crate::session`]) and reads the origin's
@@ -156,14 +169,25 @@ impl Applier {
         flush.nothing_written(progress);
         // The progress row commits with the data; the origin's own progress is not
         // enough, as from PostgreSQL 16 an aborted transaction that set it advances it too.
+        if config.loop_marker.is_some() {
+            client
+                .batch_execute(pgsync_loop::MARKER_DDL)
+                .await
+                .map_err(ApplyError::pg("creating pgsync.loop_marker"))?;
+        }
+        let marker = config
+            .loop_marker
+            .as_ref()
+            .map_or(String::new(), |m| format!("marker AS ({m}), "));
+        let careful = careful::CarefulState::setup(&client, config.conflicts.as_ref()).await?;
         let xact_setup = client
-            .prepare(
-                "WITH progress AS (
+            .prepare(&format!(
+                "WITH {marker}progress AS (
                      INSERT INTO pgsync.apply_progress (origin, end_lsn) VALUES ($3, $1::text::pg_lsn)
                      ON CONFLICT (origin) DO UPDATE SET end_lsn = EXCLUDED.end_lsn)
                  SELECT pg_replication_origin_xact_setup($1::text::pg_lsn,
                         TIMESTAMPTZ 'epoch' + $2::bigint * INTERVAL '1 microsecond')",
-            )
+            ))
             .await
             .map_err(ApplyError::pg("preparing pg_replication_origin_xact_setup"))?;
         let insert_lsn = client
@@ -180,6 +204,7 @@ impl Applier {
             flush,
             xact_setup,
             insert_lsn,
+            careful,
         })
     }
 
@@ -228,6 +253,9 @@ impl Applier {
             self.flush.nothing_written(last.end_lsn);
             return Ok(());
         }
+        if self.careful_first(&todo).await? {
+            return self.apply_carefully(&todo).await;
+        }
         let mut batch = Batch::default();
         let outcome = self.apply_changes(&todo, last, &mut batch).await;
         if let Err(e) = outcome {
@@ -235,6 +263,10 @@ impl Applier {
             // when the connection is gone; the first error is the one.
             drop(batch);
             let _ = self.client.batch_execute("ROLLBACK").await;
+            if self.goes_careful(&e) {
+                tracing::debug!(error = %e, "replaying the group on the careful path");
+                return self.apply_carefully(&todo).await;
+            }
             return Err(e);
         }
         let first = todo.first().map(|t| t.end_lsn).unwrap_or_default();
@@ -672,6 +704,10 @@ impl Applier {
             }
         }
         let describe_key = pipeline::describe_key(entry, &whr, &params[set.len()..]);
+        let stamp_check = self.careful.stamp_check().filter(|_| op != Op::Insert);
+        if let Some((_, since)) = stamp_check {
+            params.push(Param::Int8(since));
+        }
         let shape = Shape {
             relation: relation.oid,
             op,
@@ -685,13 +721,17 @@ impl Applier {
                 let cols = |idx: &[u16]| -> Vec<&Col> {
                     idx.iter().map(|&i| &entry.cols[i as usize]).collect()
                 };
-                let text = match op {
+                let mut text = match op {
                     Op::Insert => sql::insert(&entry.dest, &cols(&shape.set)),
                     Op::Update => {
                         sql::update(&entry.dest, &cols(&shape.set), &cols(&shape.whr), how)
                     }
                     Op::Delete => sql::delete(&entry.dest, &cols(&shape.whr), how),
                 };
+                if let Some((local_wins_ties, _)) = stamp_check {
+                    let n = shape.set.len() + shape.whr.len() + 1;
+                    sql::push_stamp_check(&mut text, &entry.dest, local_wins_ties, n);
+                }
                 let stmt = self
                     .client
                     .prepare(&text)

@@ -51,6 +51,9 @@ pub enum ApplyError {
         /// The source column.
         source_column: String,
     },
+    /// A custom conflict resolver failed or chose a decision that cannot be carried out.
+    #[error(transparent)]
+    Resolve(#[from] pgsync_conflict::ResolveError),
     /// Reading the transaction's changes (e.g. from its spill file) failed.
     #[error(transparent)]
     Changes(#[from] pgsync_wal::txn::TxnError),
@@ -87,6 +90,7 @@ impl ApplyError {
                 }
             },
             ApplyError::Changes(e) => e.is_retryable(),
+            ApplyError::Resolve(e) => e.is_retryable(),
             ApplyError::Conflict { .. }
             | ApplyError::MissingTable { .. }
             | ApplyError::MissingColumn { .. } => false,

@@ -15,6 +15,8 @@ pub(crate) enum Param<'a> {
     Null,
     Text(&'a [u8]),
     Binary(&'a [u8]),
+    /// A bigint computed by the applier (sent in binary).
+    Int8(i64),
 }
 
 impl<'a> Param<'a> {
@@ -42,6 +44,10 @@ impl ToSql for Param<'_> {
                 out.put_slice(b);
                 Ok(IsNull::No)
             }
+            Param::Int8(v) => {
+                out.put_i64(*v);
+                Ok(IsNull::No)
+            }
         }
     }
 
@@ -51,7 +57,7 @@ impl ToSql for Param<'_> {
 
     fn encode_format(&self, _ty: &Type) -> Format {
         match self {
-            Param::Binary(_) => Format::Binary,
+            Param::Binary(_) | Param::Int8(_) => Format::Binary,
             Param::Null | Param::Text(_) => Format::Text,
         }
     }

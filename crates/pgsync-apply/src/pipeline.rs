@@ -101,6 +101,7 @@ pub(crate) fn describe_key(entry: &TableEntry, whr: &[u16], params: &[Param<'_>]
             Param::Null => "NULL".to_owned(),
             Param::Text(b) => String::from_utf8_lossy(b).chars().take(64).collect(),
             Param::Binary(_) => "<binary>".to_owned(),
+            Param::Int8(v) => v.to_string(),
         })
         .collect();
     format!("({})=({})", names.join(", "), values.join(", "))

@@ -86,7 +86,14 @@ pub(crate) fn copy_in(table: &QualifiedName, cols: &[&Col], binary: bool) -> Str
     sql
 }
 
-fn push_where(sql: &mut String, table: &QualifiedName, whr: &[&Col], how: Match, offset: usize) {
+/// Appends the WHERE clause of `how` over `whr`, parameters numbered from `offset + 1`.
+pub(crate) fn push_where(
+    sql: &mut String,
+    table: &QualifiedName,
+    whr: &[&Col],
+    how: Match,
+    offset: usize,
+) {
     let conds: Vec<String> = whr
         .iter()
         .enumerate()
@@ -116,6 +123,25 @@ fn push_where(sql: &mut String, table: &QualifiedName, whr: &[&Col], how: Match,
             );
         }
     }
+}
+
+/// Appends the last-write-wins check of the fast path to an UPDATE or DELETE: the row
+/// must not have been written by the destination's own applications (origin 0) after the
+/// commit time in parameter `$n` (PostgreSQL microseconds); on a tie the higher node id
+/// wins. A row that fails it reports no row, and the group goes to the careful path. Rows
+/// without commit data (frozen, written before `track_commit_timestamp`, or in this very
+/// transaction) pass.
+pub(crate) fn push_stamp_check(
+    sql: &mut String,
+    table: &QualifiedName,
+    local_wins_ties: bool,
+    n: usize,
+) {
+    let cmp = if local_wins_ties { "<" } else { "<=" };
+    let _ = write!(
+        sql,
+        " AND coalesce((SELECT w.o <> 0 OR w.ts {cmp} TIMESTAMPTZ '2000-01-01 00:00:00+00' + ${n}::bigint * INTERVAL '1 microsecond' FROM pg_xact_commit_timestamp_origin({table}.xmin) AS w(ts, o)), true)"
+    );
 }
 
 fn push_list(sql: &mut String, items: impl Iterator<Item = String>) {
@@ -161,6 +187,18 @@ mod tests {
         assert_eq!(
             truncate(&[t.clone(), QualifiedName::new("s", "u")], true),
             r#"TRUNCATE ONLY "app"."Order Items", "s"."u" RESTART IDENTITY"#
+        );
+    }
+
+    #[test]
+    fn the_stamp_check_lets_only_rows_not_written_later_here_through() {
+        let t = QualifiedName::new("s", "t");
+        let k = col("id", "bigint");
+        let mut text = update(&t, &[&k], &[&k], Match::Key);
+        push_stamp_check(&mut text, &t, true, 3);
+        assert_eq!(
+            text,
+            r#"UPDATE "s"."t" SET "id" = $1 WHERE "id" = $2 AND coalesce((SELECT w.o <> 0 OR w.ts < TIMESTAMPTZ '2000-01-01 00:00:00+00' + $3::bigint * INTERVAL '1 microsecond' FROM pg_xact_commit_timestamp_origin("s"."t".xmin) AS w(ts, o)), true)"#
         );
     }
 

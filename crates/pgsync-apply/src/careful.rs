@@ -1,0 +1,377 @@
+//! The careful path: a group that hit a surprise on the fast path (an UPDATE or DELETE
+//! that found no row, a unique violation, a row written later by the other node) is rolled
+//! back and replayed here, one destination transaction per source transaction, statement
+//! by statement:
+//!
+//! ```text
+//!  BEGIN
+//!   for each change:  probe the slots and UNIQUE collisions (rows locked, last writers,
+//!                     tombstones)  ->  Situation  ->  decide (policies) / Resolver
+//!                     ->  evict blocking rows, write (as is, converted, deltas) or skip
+//!                     ->  conflict records
+//!   INSERT INTO pgsync.conflicts ...          (in the same transaction)
+//!   progress row + pg_replication_origin_xact_setup(end_lsn, commit_time)
+//!  COMMIT
+//! ```
+//!
+//! Exactly-once holds as on the fast path: the progress row and the origin's progress
+//! commit with the rows and the log. A `fail` decision rolls the transaction back, logs
+//! the conflict in a transaction of its own and stops the task with
+//! [`ApplyError::Conflict`]: nothing is skipped, and after the data is fixed the same
+//! transaction is applied on restart.
+//!
+//! An application on the destination may write the same key between the look and the
+//! write (a row inserted after the probe found none): the write then fails with a unique
+//! violation, and the source transaction is replayed from its start, a few times at most.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use pgsync_conflict::{CommitTime, ConflictCounters, ConflictRecord, Decision, WriteStamp};
+use pgsync_wal::txn::Change;
+use pgsync_wal::{Relation, Transaction};
+use tokio_postgres::Client;
+use tokio_postgres::types::ToSql;
+
+use super::Applier;
+use crate::conflicts::ConflictHandling;
+use crate::error::ApplyError;
+use crate::look::{self, RowOp};
+use crate::probe::{CarefulTable, Nodes, Prober, RowMatch};
+use crate::{carry, conflict_log, sql, tombstones};
+
+/// How often a source transaction is replayed after an application wrote the same key
+/// between the careful path's look and its write.
+const RACE_RETRIES: usize = 3;
+
+/// The careful path's state, kept by the applier.
+#[derive(Debug, Default)]
+pub(crate) struct CarefulState {
+    /// Per source relation: the layout it was built for and what the careful path knows.
+    tables: HashMap<u32, (Arc<Relation>, CarefulTable)>,
+    prober: Prober,
+    counters: ConflictCounters,
+    /// Whether the destination keeps commit timestamps (last writers are readable).
+    commit_timestamps: bool,
+    /// The fast path's last-writer check, when newer local rows must be detected:
+    /// whether the local node wins a tie.
+    stamp_check: Option<bool>,
+    /// The earliest commit time (PostgreSQL micros) of the group on the fast path.
+    group_min_time: i64,
+}
+
+/// The outcome of one change.
+enum Step {
+    Done,
+    Failed {
+        kind: &'static str,
+        table: pgsync_names::QualifiedName,
+        reason: String,
+    },
+}
+
+impl CarefulState {
+    /// Reads what the careful path needs from the destination and creates the log table.
+    pub(crate) async fn setup(
+        client: &Client,
+        handling: Option<&ConflictHandling>,
+    ) -> Result<Self, ApplyError> {
+        let Some(h) = handling else {
+            return Ok(Self::default());
+        };
+        client
+            .batch_execute(conflict_log::CONFLICTS_TABLE)
+            .await
+            .map_err(ApplyError::pg("creating pgsync.conflicts"))?;
+        if h.tombstones {
+            tombstones::setup(client).await?;
+        }
+        let on: String = client
+            .query_one("SHOW track_commit_timestamp", &[])
+            .await
+            .map_err(ApplyError::pg("reading track_commit_timestamp"))?
+            .get(0);
+        let commit_timestamps = on == "on";
+        Ok(Self {
+            commit_timestamps,
+            stamp_check: (commit_timestamps && h.detects_newer_local())
+                .then(|| h.local_wins_ties()),
+            ..Self::default()
+        })
+    }
+
+    /// Conflicts counted since the applier started.
+    pub(crate) fn counters(&self) -> ConflictCounters {
+        self.counters
+    }
+
+    /// The fast path's last-writer check for this group: `(local wins ties, earliest
+    /// commit time of the group)`. A row that passes it was last written before every
+    /// change of the group (or by the source node), so the fast path may overwrite it;
+    /// one that does not makes the statement report no row, and the group goes careful.
+    pub(crate) fn stamp_check(&self) -> Option<(bool, i64)> {
+        self.stamp_check.map(|ties| (ties, self.group_min_time))
+    }
+}
+
+impl Applier {
+    /// Conflicts detected (and committed, or stopped at) since the applier started, per
+    /// kind. The durable record is `pgsync.conflicts`.
+    pub fn conflict_counters(&self) -> ConflictCounters {
+        self.careful.counters()
+    }
+
+    /// Whether a failed fast-path group is replayed on the careful path.
+    pub(super) fn goes_careful(&self, e: &ApplyError) -> bool {
+        self.config.conflicts.is_some() && matches!(e, ApplyError::Conflict { .. })
+    }
+
+    /// Prepares the fast path for `todo`; true when the group must go careful at once
+    /// (updates of tables with delta columns, inserts that a tombstone may refuse).
+    pub(super) async fn careful_first(
+        &mut self,
+        todo: &[&Transaction],
+    ) -> Result<bool, ApplyError> {
+        let Some(h) = self.config.conflicts.clone() else {
+            return Ok(false);
+        };
+        self.careful.group_min_time = todo.iter().map(|t| t.commit_time.0).min().unwrap_or(0);
+        if h.delta_columns.is_empty() && !h.tombstones {
+            return Ok(false);
+        }
+        let mut inserts = false;
+        for txn in todo {
+            for change in txn.changes() {
+                match change? {
+                    Change::Update { relation, .. }
+                        if h.delta_columns
+                            .contains_key(&self.config.mapping.table(&relation.name)) =>
+                    {
+                        return Ok(true);
+                    }
+                    Change::Insert { .. } => inserts = true,
+                    _ => {}
+                }
+            }
+        }
+        if inserts && h.tombstones {
+            let since = CommitTime::from_pg_micros(self.careful.group_min_time);
+            return tombstones::any_since(&self.client, since).await;
+        }
+        Ok(false)
+    }
+
+    /// Replays `todo` on the careful path, one destination transaction per source
+    /// transaction.
+    pub(super) async fn apply_carefully(
+        &mut self,
+        todo: &[&Transaction],
+    ) -> Result<(), ApplyError> {
+        let Some(h) = self.config.conflicts.clone() else {
+            return Ok(());
+        };
+        for txn in todo {
+            if txn.end_lsn <= self.progress {
+                continue;
+            }
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match self.apply_one_carefully(&h, txn).await {
+                    Err(e @ ApplyError::Conflict { .. }) if attempt < RACE_RETRIES => {
+                        tracing::debug!(error = %e, "a destination write raced the careful path; replaying the transaction");
+                    }
+                    other => {
+                        other?;
+                        break;
+                    }
+                }
+            }
+        }
+        if h.tombstones {
+            tombstones::prune(&self.client, todo.last().map(|t| t.commit_time.0)).await?;
+        }
+        Ok(())
+    }
+
+    async fn apply_one_carefully(
+        &mut self,
+        h: &ConflictHandling,
+        txn: &Transaction,
+    ) -> Result<(), ApplyError> {
+        self.client
+            .batch_execute("BEGIN")
+            .await
+            .map_err(ApplyError::pg("starting a careful transaction"))?;
+        let mut records = Vec::new();
+        let outcome = self.careful_changes(h, txn, &mut records).await;
+        let outcome = match outcome {
+            Ok(Step::Done) => conflict_log::write(&self.client, &self.config.origin, &records)
+                .await
+                .map(|()| Step::Done),
+            other => other,
+        };
+        match outcome {
+            Ok(Step::Done) => {
+                let (lsn, micros) = (txn.end_lsn.to_string(), txn.commit_time.unix_micros());
+                let params: [&(dyn ToSql + Sync); 3] = [&lsn, &micros, &self.config.origin];
+                if let Err(e) = self.client.execute(&self.xact_setup, &params).await {
+                    let _ = self.client.batch_execute("ROLLBACK").await;
+                    return Err(ApplyError::pg("recording progress")(e));
+                }
+                self.commit(txn).await?;
+                for r in &records {
+                    self.careful.counters.add(r.kind);
+                }
+                Ok(())
+            }
+            Ok(Step::Failed {
+                kind,
+                table,
+                reason,
+            }) => {
+                let _ = self.client.batch_execute("ROLLBACK").await;
+                // The task stops; the log shows why (best effort: the error says it too).
+                let logged = async {
+                    self.client.batch_execute("BEGIN").await?;
+                    let _ = conflict_log::write(&self.client, &self.config.origin, &records).await;
+                    self.client.batch_execute("COMMIT").await
+                }
+                .await;
+                if logged.is_err() {
+                    let _ = self.client.batch_execute("ROLLBACK").await;
+                }
+                Err(ApplyError::Conflict {
+                    table,
+                    kind,
+                    detail: reason,
+                    end_lsn: txn.end_lsn,
+                })
+            }
+            Err(e) => {
+                let _ = self.client.batch_execute("ROLLBACK").await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn careful_changes(
+        &mut self,
+        h: &ConflictHandling,
+        txn: &Transaction,
+        records: &mut Vec<ConflictRecord>,
+    ) -> Result<Step, ApplyError> {
+        let stamp = WriteStamp::new(
+            CommitTime::from_pg_micros(txn.commit_time.0),
+            h.remote_node.clone(),
+        );
+        for change in txn.changes() {
+            let change = change?;
+            self.resolve(&change).await?;
+            if let Change::Truncate { relations, options } = &change {
+                let tables: Vec<_> = relations
+                    .iter()
+                    .filter(|r| self.allowed(r) && txn.end_lsn > self.tables[&r.oid].copied_at)
+                    .map(|r| self.tables[&r.oid].dest.clone())
+                    .collect();
+                if !tables.is_empty() {
+                    let text = sql::truncate(&tables, options.restart_identity);
+                    self.client
+                        .batch_execute(&text)
+                        .await
+                        .map_err(ApplyError::pg(text))?;
+                }
+                continue;
+            }
+            if self.in_copy(&change, txn.end_lsn) {
+                continue;
+            }
+            let (relation, op) = match &change {
+                Change::Insert { relation, new } => (relation, RowOp::Insert(new)),
+                Change::Update { relation, old, new } => {
+                    (relation, RowOp::Update(old.as_ref(), new))
+                }
+                Change::Delete { relation, old } => (relation, RowOp::Delete(old)),
+                _ => continue,
+            };
+            let step = self
+                .careful_row(h, &stamp, txn, relation, op, records)
+                .await?;
+            if let Step::Failed { .. } = step {
+                return Ok(step);
+            }
+        }
+        Ok(Step::Done)
+    }
+
+    /// The careful table of `relation` (built again when its layout changed).
+    async fn careful_table(
+        &mut self,
+        h: &ConflictHandling,
+        relation: &Arc<Relation>,
+    ) -> Result<CarefulTable, ApplyError> {
+        if let Some((r, t)) = self.careful.tables.get(&relation.oid)
+            && (Arc::ptr_eq(r, relation) || **r == **relation)
+        {
+            return Ok(t.clone());
+        }
+        let entry = &self.tables[&relation.oid];
+        let delta = h
+            .delta_columns
+            .get(&entry.dest)
+            .cloned()
+            .unwrap_or_default();
+        let t = CarefulTable::load(&self.client, entry, &delta).await?;
+        if entry.full_identity && t.matching == RowMatch::FullRow {
+            tracing::debug!(table = %entry.dest, "no primary key: rows are matched whole");
+        }
+        self.careful
+            .tables
+            .insert(relation.oid, (Arc::clone(relation), t.clone()));
+        Ok(t)
+    }
+
+    /// Looks, decides, writes and records one row change.
+    async fn careful_row(
+        &mut self,
+        h: &ConflictHandling,
+        stamp: &WriteStamp,
+        txn: &Transaction,
+        relation: &Arc<Relation>,
+        op: RowOp<'_>,
+        records: &mut Vec<ConflictRecord>,
+    ) -> Result<Step, ApplyError> {
+        let table = self.careful_table(h, relation).await?;
+        let entry = &self.tables[&relation.oid];
+        let nodes = Nodes {
+            local: &h.local_node,
+            remote: &h.remote_node,
+            read_writers: self.careful.commit_timestamps && h.compare_writers,
+        };
+        let ctx = look::Ctx {
+            client: &self.client,
+            entry,
+            table: &table,
+            handling: h,
+            nodes: &nodes,
+        };
+        let prober = &mut self.careful.prober;
+        let looked = look::look(&ctx, prober, stamp, txn.commit_lsn, op).await?;
+        let resolution =
+            pgsync_conflict::resolve(&h.policies, h.resolver.as_deref(), &looked.situation).await?;
+        records.extend(resolution.records(&looked.situation));
+        if let Decision::Fail { reason } = &resolution.decision {
+            let kind = resolution
+                .conflicts
+                .first()
+                .map_or("conflict", |c| c.kind.as_str());
+            return Ok(Step::Failed {
+                kind,
+                table: entry.dest.clone(),
+                reason: reason.clone(),
+            });
+        }
+        carry::carry_out(&ctx, prober, op, &looked, &resolution).await?;
+        Ok(Step::Done)
+    }
+}
