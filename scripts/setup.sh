@@ -29,6 +29,9 @@ fi
 command -v python3 >/dev/null || need+=(python3 python3-pip)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 command -v runuser >/dev/null || need+=(util-linux)
+# pgsync-ddl builds PostgreSQL's parser (libpg_query) through bindgen, which needs libclang.
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/*/libclang*.so* >/dev/null 2>&1 \
+  || need+=(libclang-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
   apt_install "${need[@]}"

@@ -58,6 +58,17 @@ impl Pattern {
     pub fn matches_schema(&self, schema: &str) -> bool {
         glob(&self.schema, schema)
     }
+
+    /// The schema part, unquoted, wildcards as written (`*`, `?`): for code that has to
+    /// evaluate the pattern elsewhere (e.g. in SQL, as a `LIKE` pattern).
+    pub fn schema_glob(&self) -> &str {
+        &self.schema
+    }
+
+    /// The table part, unquoted, wildcards as written.
+    pub fn table_glob(&self) -> &str {
+        &self.table
+    }
 }
 
 impl fmt::Display for Pattern {
