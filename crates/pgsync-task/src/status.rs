@@ -208,8 +208,7 @@ async fn copied(b: &tokio_postgres::Client, task: &str) -> Result<Vec<TableCopie
     Ok(rows
         .iter()
         .map(|r| TableCopied {
-            table: pgsync_names::QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1))
-                .to_string(),
+            table: format!("{}.{}", r.get::<_, &str>(0), r.get::<_, &str>(1)),
             rows: r.get(2),
             chunks_done: r.get(3),
             chunks: r.get(4),

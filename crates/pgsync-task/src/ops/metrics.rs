@@ -332,15 +332,15 @@ impl Metrics {
                 estimated_rows,
                 ..
             } => {
-                copy.entry(table.to_string()).or_default().estimated_rows = *estimated_rows;
+                copy.entry(plain(table)).or_default().estimated_rows = *estimated_rows;
             }
             P::Copied { table, rows, bytes } => {
-                let t = copy.entry(table.to_string()).or_default();
+                let t = copy.entry(plain(table)).or_default();
                 t.rows += rows;
                 t.bytes += bytes;
             }
             P::TableDone { table, .. } | P::TableSkipped { table } => {
-                copy.entry(table.to_string()).or_default().done = true;
+                copy.entry(plain(table)).or_default().done = true;
             }
             _ => {}
         }
@@ -503,6 +503,11 @@ fn d_heartbeats(d: &DirectionMetrics) -> u64 {
 }
 fn d_retries(d: &DirectionMetrics) -> u64 {
     d.retries.load(Relaxed)
+}
+
+/// `schema.table` without quotes, as labels and status show tables.
+fn plain(t: &pgsync_names::QualifiedName) -> String {
+    format!("{}.{}", t.schema, t.name)
 }
 
 pub(crate) fn direction_str(d: Direction) -> &'static str {

@@ -37,6 +37,11 @@ pub struct Pgsync {
 
 impl Pgsync {
     pub fn run(task: &TaskFile) -> Self {
+        Self::run_with(task, &[], &[])
+    }
+
+    /// `run` with more arguments and environment variables.
+    pub fn run_with(task: &TaskFile, args: &[&str], env: &[(&str, &str)]) -> Self {
         let log = task
             .path
             .with_extension(format!("log.{}", std::process::id() ^ rand_u32()));
@@ -44,6 +49,8 @@ impl Pgsync {
         let child = Command::new(env!("CARGO_BIN_EXE_pgsync"))
             .args(["run", "--config"])
             .arg(&task.path)
+            .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info,pgsync_apply=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
