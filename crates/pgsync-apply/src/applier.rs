@@ -66,6 +66,8 @@ pub struct ApplierConfig {
     /// Marker-mode loop prevention: the statement writing `pgsync.loop_marker`, run in
     /// every applied transaction (see pgsync-loop).
     pub loop_marker: Option<String>,
+    /// What happens to DDL in the stream (see `ddl.rs`).
+    pub ddl: DdlApply,
 }
 
 impl ApplierConfig {
@@ -83,6 +85,7 @@ impl ApplierConfig {
             only_tables: None,
             conflicts: None,
             loop_marker: None,
+            ddl: DdlApply::Ignore,
         }
     }
 }
@@ -155,10 +158,15 @@ pub struct Applier {
     insert_lsn: Statement,
     /// The careful path's state (see `careful.rs`).
     careful: careful::CarefulState,
+    /// DDL replay / reverse translation state (see `ddl.rs`).
+    ddl: ddl::DdlState,
 }
 
 #[path = "careful.rs"]
 mod careful;
+#[path = "ddl.rs"]
+mod ddl;
+pub use ddl::DdlApply;
 
 impl Applier {
     /// Sets `client` up for applying (see [`crate::session`]) and reads the origin's
@@ -205,6 +213,7 @@ impl Applier {
             xact_setup,
             insert_lsn,
             careful,
+            ddl: ddl::DdlState::default(),
         })
     }
 
@@ -302,7 +311,13 @@ impl Applier {
     ) -> Result<(), ApplyError> {
         for txn in todo {
             for change in txn.changes() {
-                let change = change?;
+                let mut change = change?;
+                if self.ddl_hooks(&change) {
+                    match self.ddl_hook(change, txn.end_lsn, Some(b)).await? {
+                        Some(c) => change = c,
+                        None => continue,
+                    }
+                }
                 self.resolve(&change).await?;
                 if self.in_copy(&change, txn.end_lsn) {
                     continue;

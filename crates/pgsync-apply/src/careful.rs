@@ -266,7 +266,13 @@ impl Applier {
             h.remote_node.clone(),
         );
         for change in txn.changes() {
-            let change = change?;
+            let mut change = change?;
+            if self.ddl_hooks(&change) {
+                match self.ddl_hook(change, txn.end_lsn, None).await? {
+                    Some(c) => change = c,
+                    None => continue,
+                }
+            }
             self.resolve(&change).await?;
             if let Change::Truncate { relations, options } = &change {
                 let tables: Vec<_> = relations

@@ -57,6 +57,19 @@ pub enum ApplyError {
     /// Reading the transaction's changes (e.g. from its spill file) failed.
     #[error(transparent)]
     Changes(#[from] pgsync_wal::txn::TxnError),
+    /// Source DDL that cannot be replayed faithfully (`ddl_unsupported = "fail"`), or a
+    /// DDL message that cannot be read.
+    #[error(
+        "DDL not replayed: {reason}; statement: {statement}; source transaction ending at {end_lsn} (run it on the destination yourself and set ddl_unsupported = \"skip\" to pass it, or use pgsync.replicate_ddl)"
+    )]
+    Ddl {
+        /// The statement (or the source's whole query text).
+        statement: String,
+        /// Why it is not replayed.
+        reason: String,
+        /// The source transaction's end LSN.
+        end_lsn: pgsync_wal::Lsn,
+    },
 }
 
 impl ApplyError {
@@ -92,6 +105,7 @@ impl ApplyError {
             ApplyError::Changes(e) => e.is_retryable(),
             ApplyError::Resolve(e) => e.is_retryable(),
             ApplyError::Conflict { .. }
+            | ApplyError::Ddl { .. }
             | ApplyError::MissingTable { .. }
             | ApplyError::MissingColumn { .. } => false,
         }

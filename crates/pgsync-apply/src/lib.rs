@@ -29,7 +29,7 @@ mod sql;
 mod tables;
 mod tombstones;
 
-pub use applier::{Applier, ApplierConfig};
+pub use applier::{Applier, ApplierConfig, DdlApply};
 pub use conflicts::ConflictHandling;
 pub use error::ApplyError;
 pub use session::{ensure_origin, origin_progress};
