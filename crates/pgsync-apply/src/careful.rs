@@ -58,6 +58,9 @@ pub(crate) struct CarefulState {
     stamp_check: Option<bool>,
     /// The earliest commit time (PostgreSQL micros) of the group on the fast path.
     group_min_time: i64,
+    /// Whether the last careful transaction failed on a write that raced an application
+    /// (worth replaying), rather than on a decision.
+    raced: bool,
 }
 
 /// The outcome of one change.
@@ -178,7 +181,9 @@ impl Applier {
             loop {
                 attempt += 1;
                 match self.apply_one_carefully(&h, txn).await {
-                    Err(e @ ApplyError::Conflict { .. }) if attempt < RACE_RETRIES => {
+                    Err(e @ ApplyError::Conflict { .. })
+                        if self.careful.raced && attempt < RACE_RETRIES =>
+                    {
                         tracing::debug!(error = %e, "a destination write raced the careful path; replaying the transaction");
                     }
                     other => {
@@ -199,6 +204,7 @@ impl Applier {
         h: &ConflictHandling,
         txn: &Transaction,
     ) -> Result<(), ApplyError> {
+        self.careful.raced = false;
         self.client
             .batch_execute("BEGIN")
             .await
@@ -231,6 +237,9 @@ impl Applier {
                 reason,
             }) => {
                 let _ = self.client.batch_execute("ROLLBACK").await;
+                for r in &records {
+                    self.careful.counters.add(r.kind);
+                }
                 // The task stops; the log shows why (best effort: the error says it too).
                 let logged = async {
                     self.client.batch_execute("BEGIN").await?;
@@ -249,6 +258,7 @@ impl Applier {
                 })
             }
             Err(e) => {
+                self.careful.raced = matches!(e, ApplyError::Conflict { .. });
                 let _ = self.client.batch_execute("ROLLBACK").await;
                 Err(e)
             }

@@ -73,6 +73,11 @@ pub(crate) async fn setup(client: &Client) -> Result<(), ApplyError> {
 /// Installs the tombstone trigger on each of `tables` that has a primary key (tables
 /// without one are matched by whole rows and need none). Idempotent.
 pub async fn install_triggers(client: &Client, tables: &[QualifiedName]) -> Result<(), ApplyError> {
+    // Not captured as DDL on this side (event triggers stay quiet in replica role), when
+    // the role may set it; the apply session sets it anyway.
+    let _ = client
+        .batch_execute("SET session_replication_role = replica")
+        .await;
     setup(client).await?;
     for t in tables {
         let row = client

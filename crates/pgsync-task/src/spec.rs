@@ -72,6 +72,10 @@ pub struct SyncSpec {
     pub conflict_policy_per_kind: BTreeMap<ConflictKind, Policy>,
     /// How two-way sync keeps changes from looping: `origins` (default) or `marker`.
     pub loop_prevention: LoopPrevention,
+    /// Per source table (`"schema.table"`), numeric columns applied as a difference
+    /// (`col = col + (new - old)`), so that increments made on both sides all count. The
+    /// source tables need `REPLICA IDENTITY FULL`.
+    pub delta_columns: BTreeMap<String, Vec<String>>,
 }
 
 impl SyncSpec {
@@ -99,6 +103,7 @@ impl Default for SyncSpec {
             conflict_policy: Policy::Fail,
             conflict_policy_per_kind: BTreeMap::new(),
             loop_prevention: LoopPrevention::Origins,
+            delta_columns: BTreeMap::new(),
         }
     }
 }
@@ -185,6 +190,11 @@ impl TaskSpec {
             ));
         }
         self.sync.conflict_policies()?;
+        for table in self.sync.delta_columns.keys() {
+            pgsync_names::QualifiedName::parse(table).map_err(|e| {
+                format!("sync.delta_columns: {table:?} is not a schema.table name ({e})")
+            })?;
+        }
         crate::ops::config::validate(&self.retry, &self.throttle, &self.heartbeat, &self.alerts)?;
         if self.sync.schema && !self.sync.full {
             return Err(
@@ -312,6 +322,19 @@ exclude = []
         let bad = GOOD.replace("conflict_policy = \"fail\"", "conflict_policy = \"newest\"");
         let err = TaskSpec::from_toml(&bad, "x").unwrap_err().to_string();
         assert!(err.contains("newest"), "{err}");
+    }
+
+    #[test]
+    fn delta_columns_are_read_per_table() {
+        let text = GOOD.replace(
+            "conflict_policy = \"fail\"       # fail | ignore | overwrite | last_write_wins",
+            "[sync.delta_columns]\n\"public.accounts\" = [\"balance\"]",
+        );
+        let spec = TaskSpec::from_toml(&text, "x").unwrap();
+        assert_eq!(spec.sync.delta_columns["public.accounts"], ["balance"]);
+        let bad = text.replace("\"public.accounts\"", "\"accounts\"");
+        let err = TaskSpec::from_toml(&bad, "x").unwrap_err().to_string();
+        assert!(err.contains("delta_columns"), "{err}");
     }
 
     #[test]

@@ -10,7 +10,9 @@
 
 use std::collections::HashSet;
 
-use pgsync_loop::LoopFilter;
+use pgsync_apply::ConflictHandling;
+use pgsync_conflict::NodeId;
+use pgsync_loop::{LoopFilter, LoopPrevention};
 use pgsync_names::{Mapping, QualifiedName};
 use tokio_postgres::Client;
 
@@ -33,6 +35,8 @@ pub(crate) struct Link {
     pub(crate) only_tables: Option<HashSet<QualifiedName>>,
     /// Drops transactions pgsync wrote itself (two-way only).
     pub(crate) loop_filter: Option<LoopFilter>,
+    /// How the writer handles conflicts (careful path, log, policies).
+    pub(crate) conflicts: Option<ConflictHandling>,
     /// Metrics and throttle at each group commit (none unless attached).
     pub(crate) hooks: Hooks,
 }
@@ -52,6 +56,7 @@ impl Link {
                 .sync
                 .two_way
                 .then(|| LoopFilter::new(spec.sync.loop_prevention)),
+            conflicts: conflict_handling(spec, Direction::Forward),
             hooks: Hooks::default(),
         }
     }
@@ -74,9 +79,109 @@ impl Link {
             mapping: inverse,
             only_tables: Some(only),
             loop_filter: Some(LoopFilter::new(spec.sync.loop_prevention)),
+            conflicts: conflict_handling(spec, Direction::Reverse),
             hooks: Hooks::default(),
         })
     }
+}
+
+impl Link {
+    /// Gets the reader and the writer ready for conflict handling and marker-mode loop
+    /// prevention: the tombstone trigger on the writer's tables (last-write-wins in a
+    /// two-way pair), and the marker table in the reader's publication.
+    pub(crate) async fn prepare(&self, writer: &Client) -> Result<(), TaskError> {
+        let tombstones = self.conflicts.as_ref().is_some_and(|c| c.tombstones);
+        let marker = self
+            .loop_filter
+            .as_ref()
+            .is_some_and(|f| f.mode() == LoopPrevention::Marker);
+        if !tombstones && !marker {
+            return Ok(());
+        }
+        let reader = self
+            .reader
+            .connect()
+            .await
+            .map_err(TaskError::sql("connecting to the reading side"))?;
+        if marker {
+            reader
+                .batch_execute(pgsync_loop::MARKER_DDL)
+                .await
+                .map_err(TaskError::sql("creating pgsync.loop_marker"))?;
+            let missing: bool = reader
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_publication p WHERE p.pubname = $1
+                       AND NOT p.puballtables AND NOT EXISTS (SELECT 1 FROM pg_publication_tables t
+                           WHERE t.pubname = p.pubname AND t.schemaname = 'pgsync'
+                             AND t.tablename = 'loop_marker'))",
+                    &[&self.names.publication],
+                )
+                .await
+                .map_err(TaskError::sql("reading the publication"))?
+                .get(0);
+            if missing {
+                reader
+                    .batch_execute(&format!(
+                        "ALTER PUBLICATION {} ADD TABLE pgsync.loop_marker",
+                        pgsync_names::sql::Ident(&self.names.publication)
+                    ))
+                    .await
+                    .map_err(TaskError::sql(
+                        "adding pgsync.loop_marker to the publication",
+                    ))?;
+            }
+        }
+        if tombstones {
+            let rows = reader
+                .query(
+                    "SELECT schemaname::text, tablename::text FROM pg_publication_tables
+                     WHERE pubname = $1 AND schemaname <> 'pgsync'",
+                    &[&self.names.publication],
+                )
+                .await
+                .map_err(TaskError::sql("listing the published tables"))?;
+            let tables: Vec<QualifiedName> = rows
+                .iter()
+                .map(|r| QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)))
+                .filter(|t| self.only_tables.as_ref().is_none_or(|o| o.contains(t)))
+                .map(|t| self.mapping.table(&t))
+                .collect();
+            pgsync_apply::install_tombstone_triggers(writer, &tables).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The conflict handling of one direction: the task's policies; in a two-way pair, last
+/// writers compared (node ids `source` for A, `destination` for B) and, with
+/// last-write-wins, tombstones; delta columns named on the writing side.
+fn conflict_handling(spec: &TaskSpec, direction: Direction) -> Option<ConflictHandling> {
+    let policies = spec.sync.conflict_policies().ok()?;
+    let (a, b) = (NodeId::new("source"), NodeId::new("destination"));
+    let (local, remote) = match direction {
+        Direction::Forward => (b, a),
+        Direction::Reverse => (a, b),
+    };
+    let lww = policies.uses_last_write_wins();
+    let mut h = ConflictHandling::new(policies, local, remote);
+    h.compare_writers = spec.sync.two_way;
+    h.tombstones = spec.sync.two_way && lww;
+    for (table, cols) in &spec.sync.delta_columns {
+        let Ok(source) = QualifiedName::parse(table) else {
+            continue;
+        };
+        let (dest, cols) = match direction {
+            Direction::Forward => (
+                spec.mapping.table(&source),
+                cols.iter()
+                    .map(|c| spec.mapping.column(&source, c))
+                    .collect(),
+            ),
+            Direction::Reverse => (source, cols.clone()),
+        };
+        h.delta_columns.insert(dest, cols);
+    }
+    Some(h)
 }
 
 /// The selected source tables (partitions included) with their column names.

@@ -50,6 +50,12 @@ pub(super) async fn run(
     let mut config = ApplierConfig::new(&link.names.origin);
     config.mapping = link.mapping.clone();
     config.only_tables = link.only_tables.clone();
+    config.conflicts = link.conflicts.clone();
+    config.loop_marker = link
+        .loop_filter
+        .as_ref()
+        .and_then(|f| f.marker_statement(&link.names.origin));
+    link.prepare(&dest).await?;
     if link.direction == Direction::Forward {
         let admin = link.writer.connect().await.map_err(TaskError::sql(what))?;
         config.copied_at = initial::copied_at(&admin, &link.task).await?;
