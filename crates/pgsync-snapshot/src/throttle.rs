@@ -4,6 +4,7 @@
 //! each asks for what it just moved, and waits when the bucket is in debt. The bucket
 //! holds at most one second of budget, so a pause never turns into a burst above the
 //! limit afterwards. Without limits [`Throttle::acquire`] returns at once without locking.
+//! [`Throttle::set_limits`] changes the limits while workers use it (a reloaded config).
 //!
 //! ```text
 //! tokens += rate * elapsed (capped at rate)      tokens -= taken
@@ -11,6 +12,7 @@
 //! ```
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Limits for a [`Throttle`]; `None` is unlimited.
@@ -66,20 +68,16 @@ struct State {
 /// A token bucket shared by all workers (put it in an `Arc`).
 #[derive(Debug)]
 pub struct Throttle {
-    limits: Limits,
+    unlimited: AtomicBool,
     state: Mutex<State>,
 }
 
 impl Throttle {
     /// A throttle with these limits. Rates of zero or less count as unlimited.
     pub fn new(limits: Limits) -> Self {
-        let positive = |r: Option<f64>| r.filter(|r| *r > 0.0 && r.is_finite());
-        let limits = Limits {
-            rows_per_sec: positive(limits.rows_per_sec),
-            bytes_per_sec: positive(limits.bytes_per_sec),
-        };
+        let limits = positive(limits);
         Self {
-            limits,
+            unlimited: AtomicBool::new(limits.is_unlimited()),
             state: Mutex::new(State {
                 rows: limits.rows_per_sec.map(Bucket::new),
                 bytes: limits.bytes_per_sec.map(Bucket::new),
@@ -90,12 +88,36 @@ impl Throttle {
 
     /// The limits in force.
     pub fn limits(&self) -> Limits {
-        self.limits
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        Limits {
+            rows_per_sec: s.rows.as_ref().map(|b| b.rate),
+            bytes_per_sec: s.bytes.as_ref().map(|b| b.rate),
+        }
+    }
+
+    /// Replaces the limits; callers waiting now finish their wait, later debits use the
+    /// new rates (each bucket starts with at most one second of the new budget).
+    pub fn set_limits(&self, limits: Limits) {
+        let limits = positive(limits);
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let update = |b: &mut Option<Bucket>, rate: Option<f64>| {
+            *b = rate.map(|r| match b.take() {
+                Some(old) => Bucket {
+                    rate: r,
+                    tokens: old.tokens.min(r),
+                },
+                None => Bucket::new(r),
+            });
+        };
+        update(&mut s.rows, limits.rows_per_sec);
+        update(&mut s.bytes, limits.bytes_per_sec);
+        self.unlimited
+            .store(limits.is_unlimited(), Ordering::Relaxed);
     }
 
     /// How long the caller must wait after moving `rows` and `bytes`.
     pub fn debit(&self, rows: u64, bytes: u64) -> Duration {
-        if self.limits.is_unlimited() {
+        if self.unlimited.load(Ordering::Relaxed) {
             return Duration::ZERO;
         }
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -120,6 +142,15 @@ impl Throttle {
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
+    }
+}
+
+/// Rates of zero or less (or not finite) count as unlimited.
+fn positive(limits: Limits) -> Limits {
+    let positive = |r: Option<f64>| r.filter(|r| *r > 0.0 && r.is_finite());
+    Limits {
+        rows_per_sec: positive(limits.rows_per_sec),
+        bytes_per_sec: positive(limits.bytes_per_sec),
     }
 }
 
@@ -167,5 +198,20 @@ mod tests {
         });
         assert_eq!(t.limits(), Limits::unlimited());
         assert_eq!(t.debit(u64::MAX, u64::MAX), Duration::ZERO);
+    }
+
+    #[test]
+    fn new_limits_apply_to_the_next_debit() {
+        let t = Throttle::new(Limits::unlimited());
+        assert_eq!(t.debit(5000, 0), Duration::ZERO);
+        t.set_limits(Limits {
+            rows_per_sec: Some(1000.0),
+            bytes_per_sec: None,
+        });
+        assert_eq!(t.limits().rows_per_sec, Some(1000.0));
+        let wait = t.debit(2000, 0);
+        assert!(wait > Duration::from_millis(900), "{wait:?}");
+        t.set_limits(Limits::unlimited());
+        assert_eq!(t.debit(u64::MAX, 0), Duration::ZERO);
     }
 }

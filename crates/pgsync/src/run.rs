@@ -1,5 +1,6 @@
 //! `pgsync run`: the task until Ctrl-C (SIGINT) or SIGTERM, which stop it at a transaction
-//! boundary with the durable position reported to the source.
+//! boundary with the durable position reported to the source. SIGHUP re-reads the task
+//! file for new `[throttle]` limits.
 
 use anyhow::Context as _;
 use std::io::IsTerminal as _;
@@ -35,9 +36,27 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         events,
         std::io::stderr().is_terminal(),
     )));
+    // SIGHUP re-reads the task file; the [throttle] limits take effect at once.
+    let (throttle_tx, throttle) = tokio::sync::watch::channel(spec.throttle.clone());
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let path = args.task.config.clone();
+    let _reload = AbortOnDrop(tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match TaskSpec::from_file(&path) {
+                Ok(new) => {
+                    throttle_tx.send_replace(new.throttle);
+                    tracing::info!(
+                        "task file reloaded: [throttle] applies now, other keys at the next start"
+                    );
+                }
+                Err(e) => tracing::warn!("task file not reloaded: {e}"),
+            }
+        }
+    }));
     let options = RunOptions {
         metrics: Some(metrics),
         progress: Some(progress),
+        throttle: Some(throttle),
     };
     let (trigger, shutdown) = Shutdown::new();
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;

@@ -407,22 +407,11 @@ async fn an_alert_command_fires_exactly_once_for_a_sustained_lag() {
     assert!(runner.stop().await.success());
 }
 
-#[tokio::test]
-async fn a_throttled_full_copy_measures_within_15_percent_of_the_configured_rows_per_second() {
-    let (a, b) = pgbench_pair(1).await;
-    const RATE: f64 = 10_000.0;
-    let task = TaskFile::new(
-        &a,
-        &b,
-        &format!("[throttle]\nfull_rows_per_second = {RATE}\n"),
-    );
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let runner = Pgsync::run_with(&task, &["--metrics-addr", &addr], &[]);
-    // Measured between 20,000 and 80,000 rows copied, away from the start's burst.
+/// The full copy's rate between `from` and `to` rows copied, read from the metrics.
+async fn copy_rate(port: u16, from: f64, to: f64, runner: &Pgsync) -> f64 {
     let mut mark: Option<(Instant, f64)> = None;
     let deadline = Instant::now() + Duration::from_secs(60);
-    let rate = loop {
+    loop {
         assert!(
             Instant::now() < deadline,
             "copy too slow:\n{}",
@@ -431,18 +420,51 @@ async fn a_throttled_full_copy_measures_within_15_percent_of_the_configured_rows
         if let Some(m) = scrape(port).await {
             let rows = sum(&m, "pgsync_copy_rows_total{");
             match mark {
-                None if rows >= 20_000.0 => mark = Some((Instant::now(), rows)),
-                Some((t0, r0)) if rows >= 80_000.0 => {
-                    break (rows - r0) / t0.elapsed().as_secs_f64();
+                None if rows >= from => mark = Some((Instant::now(), rows)),
+                Some((t0, r0)) if rows >= to => {
+                    return (rows - r0) / t0.elapsed().as_secs_f64();
                 }
                 _ => {}
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    }
+}
+
+#[tokio::test]
+async fn a_throttled_full_copy_measures_within_15_percent_of_the_configured_rows_per_second() {
+    let (a, b) = pgbench_pair(2).await;
+    const RATE: f64 = 10_000.0;
+    const FASTER: f64 = 25_000.0;
+    let task = TaskFile::new(
+        &a,
+        &b,
+        &format!("[throttle]\nfull_rows_per_second = {RATE}\n"),
+    );
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let runner = Pgsync::run_with(&task, &["--metrics-addr", &addr], &[]);
+    // Measured away from the start's burst (one second of budget).
+    let rate = copy_rate(port, 20_000.0, 50_000.0, &runner).await;
     assert!(
         (RATE * 0.85..=RATE * 1.15).contains(&rate),
         "measured {rate:.0} rows/s for a limit of {RATE}"
+    );
+    // A new limit in the task file applies to the running copy on SIGHUP.
+    let text = std::fs::read_to_string(&task.path).unwrap();
+    std::fs::write(
+        &task.path,
+        text.replace(&format!("= {RATE}"), &format!("= {FASTER}")),
+    )
+    .unwrap();
+    let pid = runner.child.id().unwrap() as i32;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    let faster = copy_rate(port, 80_000.0, 180_000.0, &runner).await;
+    assert!(
+        (FASTER * 0.85..=FASTER * 1.15).contains(&faster),
+        "measured {faster:.0} rows/s after raising the limit to {FASTER}\n{}",
+        runner.log_text()
     );
     wait_converged(
         &a,

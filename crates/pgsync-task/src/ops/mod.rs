@@ -43,7 +43,7 @@ use tokio::task::JoinHandle;
 use self::hooks::Hooks;
 use self::metrics::Metrics;
 use crate::names::Direction;
-use crate::spec::TaskSpec;
+use crate::spec::{TaskSpec, ThrottleSpec};
 
 pub use heartbeat::HEARTBEAT_PREFIX;
 
@@ -54,6 +54,8 @@ pub struct RunOptions {
     pub metrics: Option<Arc<Metrics>>,
     /// Progress events of the full copy (progress bars or log lines).
     pub progress: Option<UnboundedSender<Progress>>,
+    /// New `[throttle]` limits while the task runs (a reloaded task file).
+    pub throttle: Option<watch::Receiver<ThrottleSpec>>,
 }
 
 /// The operations side of one run; background tasks end when it is dropped.
@@ -76,14 +78,29 @@ impl Ops {
         let (paused_tx, paused) = watch::channel(false);
         let monitor = tokio::spawn(monitor::run(spec.clone(), Arc::clone(&metrics), paused_tx));
         let incr = spec.throttle.incremental();
-        Self {
+        let mut ops = Self {
             metrics,
             paused,
             full_throttle: Arc::new(Throttle::new(spec.throttle.full())),
             incremental: [Arc::new(Throttle::new(incr)), Arc::new(Throttle::new(incr))],
             progress: options.progress,
             tasks: vec![monitor],
+        };
+        if let Some(mut updates) = options.throttle {
+            let full = Arc::clone(&ops.full_throttle);
+            let incremental = ops.incremental.clone();
+            ops.tasks.push(tokio::spawn(async move {
+                while updates.changed().await.is_ok() {
+                    let t = updates.borrow_and_update().clone();
+                    full.set_limits(t.full());
+                    incremental
+                        .iter()
+                        .for_each(|i| i.set_limits(t.incremental()));
+                    tracing::info!(full = ?t.full(), incremental = ?t.incremental(), "new throttle limits");
+                }
+            }));
         }
+        ops
     }
 
     /// The streaming hooks of `direction`.

@@ -89,7 +89,9 @@ async fn destination_step(
     let p = store::paused(c, &spec.name).await?;
     metrics.set_paused(p);
     paused.send_if_modified(|old| std::mem::replace(old, p) != p);
-    if write {
+    // Only while the runner holds the task: after `release --force` ended its sessions,
+    // a late write would bring the released task's state back.
+    if write && crate::state::holder(c, &spec.name).await?.is_some() {
         store::write(c, metrics).await?;
     }
     Ok(())
