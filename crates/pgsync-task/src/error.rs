@@ -26,6 +26,13 @@ pub enum TaskError {
     /// Applying changes on the destination.
     #[error("apply: {0}")]
     Apply(#[from] pgsync_apply::ApplyError),
+    /// Installing, removing or reading the DDL capture on the source.
+    #[error("DDL capture: {0}")]
+    Ddl(#[from] pgsync_ddl::DdlError),
+    /// The reverse direction met a table or column the source's DDL renamed or dropped
+    /// after the layout was translated: the direction reconnects and translates again.
+    #[error("reverse apply met a table changed by DDL (reconnecting): {0}")]
+    SchemaMoved(pgsync_apply::ApplyError),
     /// An ordinary SQL session on either side.
     #[error("{context}: {source}")]
     Sql {
@@ -86,6 +93,8 @@ impl TaskError {
             TaskError::Txn(e) => e.is_retryable(),
             TaskError::Snapshot(e) => e.is_retryable(),
             TaskError::Apply(e) => e.is_retryable(),
+            TaskError::Ddl(e) => e.is_retryable(),
+            TaskError::SchemaMoved(_) => true,
             TaskError::StreamEnded => true,
             TaskError::NoSnapshot
             | TaskError::Released

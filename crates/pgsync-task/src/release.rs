@@ -120,6 +120,11 @@ pub async fn release(spec: &TaskSpec, force: bool) -> Result<Released, TaskError
             out.removed.push(format!("replication origin {name}"));
         }
     }
+    // The DDL capture on the source (its triggers go with the last task using them).
+    if pgsync_ddl::capture::uninstall(&a, &spec.name).await? {
+        out.removed
+            .push("DDL capture registration (event triggers once no task uses them)".into());
+    }
     for side in [&a, &b] {
         drop_state(side, &spec.name, &mut out).await?;
     }

@@ -61,6 +61,10 @@ pub struct SyncSpec {
     pub full: bool,
     /// Replay DDL of the source on the destination.
     pub ddl: bool,
+    /// DDL that cannot be replayed faithfully (issued from a function or DO block,
+    /// computed defaults that fill existing rows, temporary objects, CREATE TABLE AS):
+    /// `fail` (default) stops the task naming the statement, `skip` leaves it out.
+    pub ddl_unsupported: pgsync_ddl::plan::Unsupported,
     /// What to do with selected tables that already exist on the destination.
     pub existing_tables: ExistingTables,
     /// Parallel workers of the full copy.
@@ -98,6 +102,7 @@ impl Default for SyncSpec {
             schema: true,
             full: true,
             ddl: true,
+            ddl_unsupported: pgsync_ddl::plan::Unsupported::Fail,
             existing_tables: ExistingTables::Error,
             copy_workers: 4,
             conflict_policy: Policy::Fail,
@@ -345,5 +350,23 @@ exclude = []
         );
         let err = TaskSpec::from_toml(&text, "x").unwrap_err().to_string();
         assert!(err.contains("destination"), "{err}");
+    }
+
+    #[test]
+    fn ddl_unsupported_is_fail_unless_set_to_skip() {
+        let spec = TaskSpec::from_toml(GOOD, "x").unwrap();
+        assert_eq!(
+            spec.sync.ddl_unsupported,
+            pgsync_ddl::plan::Unsupported::Fail
+        );
+        let text = GOOD.replace("ddl = true", "ddl = true\nddl_unsupported = \"skip\"");
+        let spec = TaskSpec::from_toml(&text, "x").unwrap();
+        assert_eq!(
+            spec.sync.ddl_unsupported,
+            pgsync_ddl::plan::Unsupported::Skip
+        );
+        let bad = GOOD.replace("ddl = true", "ddl = true\nddl_unsupported = \"warn\"");
+        let err = TaskSpec::from_toml(&bad, "x").unwrap_err().to_string();
+        assert!(err.contains("warn"), "{err}");
     }
 }

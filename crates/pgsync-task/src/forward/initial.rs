@@ -46,6 +46,16 @@ pub(super) async fn run(
         .map_err(TaskError::sql("connecting to the source"))?;
     let tables = ensure_publication(&source, spec, names).await?;
     tracing::info!(tables = tables.len(), publication = %names.publication, "publication ready");
+    if spec.sync.ddl {
+        // Before the slot: DDL from the snapshot on is captured at its place in the stream.
+        let task = pgsync_ddl::CaptureTask {
+            task: &spec.name,
+            publication: &names.publication,
+            selection: &spec.objects,
+        };
+        pgsync_ddl::capture::install(&source, &task).await?;
+        tracing::info!("DDL capture installed on the source");
+    }
     pgsync_apply::ensure_origin(admin, &names.origin).await?;
     if spec.sync.two_way {
         prepare_reverse(spec, &source).await?;

@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 
-use pgsync_apply::ConflictHandling;
+use pgsync_apply::{ConflictHandling, DdlApply};
 use pgsync_conflict::NodeId;
 use pgsync_loop::{LoopFilter, LoopPrevention};
 use pgsync_names::{Mapping, QualifiedName};
@@ -26,6 +26,8 @@ use crate::spec::TaskSpec;
 #[derive(Debug, Clone)]
 pub(crate) struct Link {
     pub(crate) direction: Direction,
+    /// What the writer does with DDL in the stream.
+    pub(crate) ddl: DdlApply,
     pub(crate) task: String,
     pub(crate) reader: Endpoint,
     pub(crate) writer: Endpoint,
@@ -46,6 +48,7 @@ impl Link {
     pub(crate) fn forward(spec: &TaskSpec) -> Self {
         Self {
             direction: Direction::Forward,
+            ddl: ddl_mode(spec, None),
             task: spec.name.clone(),
             reader: spec.source.clone(),
             writer: spec.destination.clone(),
@@ -72,6 +75,7 @@ impl Link {
             tables.iter().map(|(t, _)| spec.mapping.table(t)).collect();
         Ok(Self {
             direction: Direction::Reverse,
+            ddl: ddl_mode(spec, Some(&inverse)),
             task: spec.name.clone(),
             reader: spec.destination.clone(),
             writer: spec.source.clone(),
@@ -212,4 +216,23 @@ pub(crate) async fn selected_columns(
         })
         .filter(|(t, _)| spec.objects.contains(t))
         .collect())
+}
+
+/// DDL handling of a direction: the forward one replays the source's DDL (when
+/// `sync.ddl`); the reverse one never replays any, and with DDL sync on it follows A's
+/// renames and dropped columns (`inverse`: B names to A names).
+fn ddl_mode(spec: &TaskSpec, inverse: Option<&Mapping>) -> DdlApply {
+    if !spec.sync.ddl {
+        return DdlApply::Ignore;
+    }
+    match inverse {
+        None => DdlApply::Replay {
+            planner: pgsync_ddl::Planner::new(spec.objects.clone(), spec.mapping.clone()),
+            unsupported: spec.sync.ddl_unsupported,
+        },
+        Some(inverse) => DdlApply::Follow {
+            selection: spec.objects.clone(),
+            inverse: inverse.clone(),
+        },
+    }
 }

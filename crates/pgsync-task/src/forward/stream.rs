@@ -50,6 +50,12 @@ pub(super) async fn run(
     let mut config = ApplierConfig::new(&link.names.origin);
     config.mapping = link.mapping.clone();
     config.only_tables = link.only_tables.clone();
+    config.ddl = link.ddl.clone();
+    if matches!(link.ddl, pgsync_apply::DdlApply::Follow { .. }) {
+        // The DDL follower translates B's names into A's current ones itself.
+        config.mapping = pgsync_names::Mapping::identity();
+        config.only_tables = None;
+    }
     config.conflicts = link.conflicts.clone();
     config.loop_marker = link
         .loop_filter
@@ -171,7 +177,13 @@ impl Group {
         if self.txns.is_empty() {
             return Ok(false);
         }
-        applier.apply(&self.txns).await?;
+        applier.apply(&self.txns).await.map_err(|e| {
+            if applier.schema_may_have_moved(&e) {
+                TaskError::SchemaMoved(e)
+            } else {
+                e.into()
+            }
+        })?;
         self.hooks
             .applied(&self.txns, self.changes, self.bytes)
             .await;
