@@ -32,6 +32,7 @@ use tokio_postgres::{Client, Statement};
 use crate::conflicts::ConflictHandling;
 use crate::copy::{ActiveCopy, CopyFormat, InsertRun, RowShape};
 use crate::error::ApplyError;
+use crate::keyed::{self, KeyedRun, TextArray};
 use crate::param::Param;
 use crate::pipeline::{self, Expect, InFlight};
 use crate::session::{self, FlushTracker};
@@ -55,6 +56,12 @@ pub struct ApplierConfig {
     /// Bytes of inserts a group may hold back for COPY (over all tables); beyond it the
     /// largest table's rows are sent.
     pub copy_buffer_bytes: usize,
+    /// Updates or deletes by key of one table within a group from which they go as one
+    /// statement over arrays (see `keyed.rs`); below it, one statement per row. 0 or 1:
+    /// never.
+    pub keyed_min_rows: usize,
+    /// Rows of one such statement at most.
+    pub keyed_max_rows: usize,
     /// Per source table, the LSN its initial copy is as of: changes to it in source
     /// transactions ending at or before that LSN are already in the copy and are skipped.
     pub copied_at: HashMap<QualifiedName, Lsn>,
@@ -72,7 +79,8 @@ pub struct ApplierConfig {
 
 impl ApplierConfig {
     /// Defaults for `origin`: identity mapping, 1000-statement pipelines, COPY from 64
-    /// rows, streaming COPY from 4096 rows, 16 MiB of inserts held back.
+    /// rows, streaming COPY from 4096 rows, 16 MiB of inserts held back, keyed runs of
+    /// 4 to 5000 rows.
     pub fn new(origin: impl Into<String>) -> Self {
         Self {
             origin: origin.into(),
@@ -81,6 +89,8 @@ impl ApplierConfig {
             copy_min_rows: 64,
             copy_stream_rows: 4096,
             copy_buffer_bytes: 16 << 20,
+            keyed_min_rows: 4,
+            keyed_max_rows: 5000,
             copied_at: HashMap::new(),
             only_tables: None,
             conflicts: None,
@@ -116,10 +126,24 @@ enum Step<'c> {
         expect: Expect,
         end_lsn: Lsn,
     },
+    /// A keyed run's statement with its arrays.
+    Keyed {
+        stmt: Statement,
+        arrays: Vec<TextArray>,
+        expect: Expect,
+        end_lsn: Lsn,
+    },
     /// A statement run on its own (TRUNCATE).
     Simple(String),
     /// Nothing to write.
     Nothing,
+}
+
+/// One entry of a chunk: a change for a single-row statement, or a keyed run.
+#[derive(Debug)]
+enum Item {
+    Change(Change, Lsn),
+    Keyed(KeyedRun),
 }
 
 /// What one group has under way on the destination.
@@ -128,7 +152,10 @@ struct Batch {
     /// Whether BEGIN was sent.
     began: bool,
     /// Changes to run as statements, not yet sent.
-    chunk: Vec<(Change, Lsn)>,
+    chunk: Vec<Item>,
+    /// Per source relation OID: updates or deletes by key held back to go as one
+    /// statement (see crate::keyed).
+    keyed: HashMap<u32, KeyedRun>,
     /// Per source relation OID: inserts held back for COPY.
     runs: HashMap<u32, InsertRun>,
     /// Bytes held in `runs`.
@@ -146,6 +173,8 @@ pub struct Applier {
     config: ApplierConfig,
     tables: HashMap<u32, TableEntry>,
     statements: HashMap<Shape, Statement>,
+    /// Keyed-run statements per (relation, operation, columns written).
+    keyed_statements: HashMap<(u32, Op, Vec<u16>), Statement>,
     /// `COPY t (...) FROM STDIN`, per relation and row shape.
     copies: HashMap<(u32, RowShape), Statement>,
     progress: Lsn,
@@ -207,6 +236,7 @@ impl Applier {
             config,
             tables: HashMap::new(),
             statements: HashMap::new(),
+            keyed_statements: HashMap::new(),
             copies: HashMap::new(),
             progress,
             flush,
@@ -354,6 +384,9 @@ impl Applier {
                 self.finish_active(b).await?;
             }
             let oid = relation.oid;
+            if b.keyed.contains_key(&oid) {
+                self.flush_keyed(b, oid).await?;
+            }
             if b.runs
                 .get(&oid)
                 .is_some_and(|r| !r.accepts(relation, &shape))
@@ -383,27 +416,152 @@ impl Applier {
             Change::Insert { relation, .. }
             | Change::Update { relation, .. }
             | Change::Delete { relation, .. } => {
-                if b.runs.contains_key(&relation.oid) {
-                    self.flush_run(b, relation.oid).await?;
+                let oid = relation.oid;
+                if b.runs.contains_key(&oid) {
+                    self.flush_run(b, oid).await?;
                 }
+                let change = match self.keyed_shape(&change) {
+                    Some((op, set)) => match self.push_keyed(b, change, end_lsn, op, set).await? {
+                        None => return Ok(()),
+                        Some(change) => change,
+                    },
+                    None => change,
+                };
+                self.flush_keyed(b, oid).await?;
+                return self.push_chunk(b, change, end_lsn).await;
             }
             _ => self.flush_runs(b).await?,
         }
+        self.push_chunk(b, change, end_lsn).await
+    }
+
+    /// Appends a change to the chunk; runs the chunk when full or at a barrier.
+    async fn push_chunk(
+        &mut self,
+        b: &mut Batch,
+        change: Change,
+        end_lsn: Lsn,
+    ) -> Result<(), ApplyError> {
         let barrier = matches!(change, Change::Truncate { .. });
-        b.chunk.push((change, end_lsn));
+        b.chunk.push(Item::Change(change, end_lsn));
         if barrier || b.chunk.len() >= self.config.pipeline_depth.max(1) {
             self.run_chunk(b).await?;
         }
         Ok(())
     }
 
-    /// Sends every held-back insert.
+    /// Sends every held-back insert, and puts every keyed run in the chunk.
     async fn flush_runs(&mut self, b: &mut Batch) -> Result<(), ApplyError> {
         let oids: Vec<u32> = b.runs.keys().copied().collect();
         for oid in oids {
             self.flush_run(b, oid).await?;
         }
+        let oids: Vec<u32> = b.keyed.keys().copied().collect();
+        for oid in oids {
+            self.flush_keyed(b, oid).await?;
+        }
         Ok(())
+    }
+
+    /// Whether `change` may join a keyed run, and with which shape: not while a
+    /// last-writer check guards every row (each row carries its own condition).
+    fn keyed_shape(&self, change: &Change) -> Option<(Op, Vec<u16>)> {
+        if self.config.keyed_min_rows < 2 || self.careful.stamp_check().is_some() {
+            return None;
+        }
+        let relation = match change {
+            Change::Update { relation, .. } | Change::Delete { relation, .. } => relation,
+            _ => return None,
+        };
+        keyed::shape_of(change, self.tables.get(&relation.oid)?)
+    }
+
+    /// Adds `change` to its table's keyed run (starting one, or putting a run of another
+    /// shape, or one that has the key already, in the chunk first). `Some(change)`: it
+    /// cannot go in a run after all.
+    async fn push_keyed(
+        &mut self,
+        b: &mut Batch,
+        change: Change,
+        end_lsn: Lsn,
+        op: Op,
+        set: Vec<u16>,
+    ) -> Result<Option<Change>, ApplyError> {
+        let Some(relation) = change_relation(&change) else {
+            return Ok(Some(change));
+        };
+        let oid = relation.oid;
+        let change = match b.keyed.get_mut(&oid) {
+            Some(run) => match run.try_push(change, end_lsn, op, &set, &self.tables[&oid]) {
+                Ok(()) => {
+                    if run.rows.len() >= self.config.keyed_max_rows.max(2) {
+                        self.flush_keyed(b, oid).await?;
+                    }
+                    return Ok(None);
+                }
+                Err(change) => {
+                    self.flush_keyed(b, oid).await?;
+                    change
+                }
+            },
+            None => change,
+        };
+        let mut run = KeyedRun::new(relation, op, set.clone());
+        match run.try_push(change, end_lsn, op, &set, &self.tables[&oid]) {
+            Ok(()) => {
+                b.keyed.insert(oid, run);
+                Ok(None)
+            }
+            Err(change) => Ok(Some(change)),
+        }
+    }
+
+    /// Puts the keyed run of `oid` in the chunk, in its place: as one statement, or as
+    /// single-row statements when it has too few rows to be worth it.
+    async fn flush_keyed(&mut self, b: &mut Batch, oid: u32) -> Result<(), ApplyError> {
+        let Some(run) = b.keyed.remove(&oid) else {
+            return Ok(());
+        };
+        if run.rows.len() >= self.config.keyed_min_rows {
+            b.chunk.push(Item::Keyed(run));
+        } else {
+            b.chunk
+                .extend(run.rows.into_iter().map(|(c, l)| Item::Change(c, l)));
+        }
+        if b.chunk.len() >= self.config.pipeline_depth.max(1) {
+            self.run_chunk(b).await?;
+        }
+        Ok(())
+    }
+
+    /// The prepared statement and arrays of a keyed run.
+    async fn keyed_statement(
+        &mut self,
+        run: &KeyedRun,
+    ) -> Result<(Statement, Vec<TextArray>, Expect), ApplyError> {
+        let oid = run.relation.oid;
+        let entry = &self.tables[&oid];
+        let arrays = run.arrays(entry);
+        let expect = Expect {
+            op: run.op,
+            relation: oid,
+            describe_key: format!("one of {} keys written together", run.rows.len()),
+            rows: run.rows.len() as u64,
+        };
+        let key = (oid, run.op, run.set.clone());
+        if let Some(stmt) = self.keyed_statements.get(&key) {
+            return Ok((stmt.clone(), arrays, expect));
+        }
+        let keys: Vec<&Col> = entry.key.iter().map(|&i| &entry.cols[i]).collect();
+        let set: Vec<&Col> = run.set.iter().map(|&i| &entry.cols[i as usize]).collect();
+        let text = keyed::statement(&entry.dest, run.op, &keys, &set);
+        let stmt = self
+            .client
+            .prepare(&text)
+            .await
+            .map_err(ApplyError::pg(format!("preparing {text}")))?;
+        self.keyed_statements.insert(key, stmt.clone());
+        Ok((stmt, arrays, expect))
     }
 
     /// Sends the held-back inserts of one relation: through COPY when there are enough
@@ -420,7 +578,8 @@ impl Applier {
             return Ok(());
         };
         b.run_bytes -= run.bytes;
-        b.chunk.extend(run.rows);
+        b.chunk
+            .extend(run.rows.into_iter().map(|(c, l)| Item::Change(c, l)));
         if b.chunk.len() >= self.config.pipeline_depth.max(1) {
             self.run_chunk(b).await?;
         }
@@ -513,12 +672,24 @@ impl Applier {
 
     async fn run_statements(
         &mut self,
-        chunk: &[(Change, Lsn)],
+        chunk: &[Item],
         b: &mut Batch,
     ) -> Result<(), ApplyError> {
         let mut plan: Vec<Step<'_>> = Vec::with_capacity(chunk.len());
-        for (change, end_lsn) in chunk {
-            let end_lsn = *end_lsn;
+        for item in chunk {
+            let (change, end_lsn) = match item {
+                Item::Change(change, end_lsn) => (change, *end_lsn),
+                Item::Keyed(run) => {
+                    let (stmt, arrays, expect) = self.keyed_statement(run).await?;
+                    plan.push(Step::Keyed {
+                        stmt,
+                        arrays,
+                        expect,
+                        end_lsn: run.first_lsn(),
+                    });
+                    continue;
+                }
+            };
             let step = match change {
                 Change::Insert { relation, new } => {
                     let (stmt, params, expect) =
@@ -597,6 +768,22 @@ impl Applier {
                         pipeline::drain(&mut pending, &self.tables).await?;
                     }
                 }
+                Step::Keyed {
+                    stmt,
+                    arrays,
+                    expect,
+                    end_lsn,
+                } => {
+                    let client = &self.client;
+                    pending.push((
+                        Box::pin(async move { client.execute_raw(&stmt, arrays.iter()).await }),
+                        Some(expect),
+                        end_lsn,
+                    ));
+                    if pending.len() >= self.config.pipeline_depth {
+                        pipeline::drain(&mut pending, &self.tables).await?;
+                    }
+                }
                 Step::Simple(text) => {
                     pipeline::drain(&mut pending, &self.tables).await?;
                     self.client
@@ -668,6 +855,7 @@ impl Applier {
                     .copied()
                     .unwrap_or_default();
                 self.statements.retain(|shape, _| shape.relation != r.oid);
+                self.keyed_statements.retain(|(oid, ..), _| *oid != r.oid);
                 self.copies.retain(|(oid, _), _| *oid != r.oid);
                 self.tables.insert(r.oid, entry);
             }
@@ -763,6 +951,7 @@ impl Applier {
                 op,
                 relation: relation.oid,
                 describe_key,
+                rows: 1,
             },
         ))
     }
@@ -786,5 +975,15 @@ impl Applier {
             };
         }
         ApplyError::pg(format!("copying rows into {}", entry.dest))(e)
+    }
+}
+
+/// The relation a row change is on.
+fn change_relation(change: &Change) -> Option<Arc<Relation>> {
+    match change {
+        Change::Insert { relation, .. }
+        | Change::Update { relation, .. }
+        | Change::Delete { relation, .. } => Some(Arc::clone(relation)),
+        _ => None,
     }
 }

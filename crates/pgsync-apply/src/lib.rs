@@ -20,6 +20,7 @@ mod conflict_log;
 mod conflicts;
 mod copy;
 mod error;
+mod keyed;
 mod look;
 mod param;
 mod pipeline;

@@ -21,6 +21,8 @@ pub(crate) struct Expect {
     pub(crate) op: Op,
     pub(crate) relation: u32,
     pub(crate) describe_key: String,
+    /// Rows the statement must touch (more than one for a keyed run).
+    pub(crate) rows: u64,
 }
 
 pub(crate) type Pending<'a> =
@@ -46,7 +48,7 @@ pub(crate) async fn drain(
         };
         let table = tables[&expect.relation].dest.clone();
         match result {
-            Ok(1) => {}
+            Ok(n) if n == expect.rows => {}
             Ok(_) => {
                 let kind = if expect.op == Op::Update {
                     "update_missing"

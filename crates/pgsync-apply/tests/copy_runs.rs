@@ -1,7 +1,9 @@
-//! Inserts through COPY against real servers: a group's inserts held back per table while
+//! Rows many at a time against real servers: a group's inserts held back per table while
 //! other tables' statements go on, a bulk load streamed into one COPY across many
-//! pipeline chunks, binary rows through COPY BINARY, and a key clash in the middle of a
-//! streaming COPY that rolls the whole group back.
+//! pipeline chunks, binary rows through COPY BINARY, a key clash in the middle of a
+//! streaming COPY that rolls the whole group back; updates and deletes by key sent as
+//! keyed runs (one statement over arrays), with every type, NULLs, unchanged TOAST
+//! values, repeated and changed keys, and a missing row failing the whole group.
 
 use std::time::Duration;
 
@@ -18,7 +20,7 @@ CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, qty int);
 CREATE TABLE events (id bigint PRIMARY KEY, item int, note text);
 CREATE TABLE log (a int, b text);
 ALTER TABLE log REPLICA IDENTITY FULL;
-CREATE TABLE kinds (id int PRIMARY KEY, f float8, n numeric, ts timestamptz, j jsonb, b bytea, arr int[], iv interval, t text);
+CREATE TABLE kinds (id int PRIMARY KEY, f float8, n numeric, ts timestamptz, j jsonb, b bytea, arr int[], iv interval, t text, big text);
 ";
 
 async fn pair() -> (Cluster, Cluster) {
@@ -57,6 +59,8 @@ fn config() -> ApplierConfig {
     c.pipeline_depth = 7;
     c.copy_min_rows = 5;
     c.copy_stream_rows = 50;
+    c.keyed_min_rows = 4;
+    c.keyed_max_rows = 40;
     c
 }
 
@@ -267,4 +271,97 @@ async fn a_key_clash_inside_a_streaming_copy_rolls_the_whole_group_back() {
     cb.batch_execute("DELETE FROM events").await.unwrap();
     applier.apply(&txns).await.unwrap();
     assert_equal(&a, &b, &["items", "events"]).await;
+}
+
+#[tokio::test]
+async fn updates_and_deletes_by_key_go_as_keyed_runs_and_both_sides_end_equal() {
+    let (a, b) = pair().await;
+    a.client()
+        .await
+        .unwrap()
+        .batch_execute(
+            "INSERT INTO kinds SELECT g, g / 7.0, g * 1.000001, '2026-11-21 10:00+02'::timestamptz + g * interval '1 min',
+                    jsonb_build_object('g', g), decode(md5(g::text), 'hex'), ARRAY[g, NULL, -g],
+                    g * interval '1 day 2 hours', E'a\\tb \"q\" {x,y} ' || g,
+                    CASE WHEN g % 3 = 0 THEN (SELECT string_agg(md5(i::text || g), '') FROM generate_series(1, 200) i) END
+             FROM generate_series(1, 200) g;
+             -- one group: updates of every row in runs (each key once), a second update of
+             -- keys already in the run, NULLs and special characters, unchanged TOAST values
+             -- (only f written), a key change, deletes, and a deleted key inserted again
+             BEGIN;
+             UPDATE kinds SET f = f + 1, t = CASE WHEN id % 4 = 0 THEN NULL ELSE t || ' ,\\ ' END;
+             UPDATE kinds SET n = -n, arr = NULL WHERE id % 5 = 0;
+             UPDATE kinds SET f = 'NaN' WHERE id BETWEEN 50 AND 60;
+             UPDATE kinds SET id = id + 1000 WHERE id = 7;
+             DELETE FROM kinds WHERE id % 9 = 0;
+             INSERT INTO kinds (id, t) VALUES (9, 'back');
+             UPDATE kinds SET j = '{\"k\": [1, null]}', iv = '-3 days' WHERE id > 150;
+             COMMIT;
+             DELETE FROM kinds WHERE id BETWEEN 100 AND 130;
+             UPDATE kinds SET ts = 'infinity' WHERE id < 20;",
+        )
+        .await
+        .unwrap();
+    let target = wal_lsn(&a).await;
+    let txns = transactions(&a, target, false).await;
+    let mut applier = Applier::new(b.client().await.unwrap(), config())
+        .await
+        .unwrap();
+    applier.apply(&txns[..1]).await.unwrap();
+    applier.apply(&txns[1..]).await.unwrap();
+    assert_equal(&a, &b, &["kinds"]).await;
+}
+
+#[tokio::test]
+async fn a_row_missing_under_a_keyed_run_fails_the_whole_group() {
+    let (a, b) = pair().await;
+    let ca = a.client().await.unwrap();
+    ca.batch_execute("INSERT INTO items SELECT g, 'item ' || g, 0 FROM generate_series(1, 12) g")
+        .await
+        .unwrap();
+    let first = transactions(&a, wal_lsn(&a).await, false).await;
+    let mut applier = Applier::new(b.client().await.unwrap(), config())
+        .await
+        .unwrap();
+    applier.apply(&first).await.unwrap();
+    b.client()
+        .await
+        .unwrap()
+        .batch_execute("DELETE FROM items WHERE id = 6")
+        .await
+        .unwrap();
+    ca.batch_execute(
+        "INSERT INTO events VALUES (1, 1, 'before');
+         UPDATE items SET qty = qty + 5;",
+    )
+    .await
+    .unwrap();
+    let txns = transactions(&a, wal_lsn(&a).await, false).await;
+    let txns: Vec<_> = txns
+        .into_iter()
+        .filter(|t| t.end_lsn > applier.progress())
+        .collect();
+    let err = applier.apply(&txns).await.unwrap_err();
+    match &err {
+        ApplyError::Conflict { kind, detail, .. } => {
+            assert_eq!(*kind, "update_missing");
+            assert!(detail.contains("one of 12 keys written together"), "{err}");
+        }
+        other => panic!("expected a conflict, got {other}"),
+    }
+    let row = b
+        .client()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT (SELECT sum(qty) FROM items), (SELECT count(*) FROM events)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, Option<i64>>(0), row.get::<_, i64>(1)),
+        (Some(0), 0),
+        "nothing of the group may be applied"
+    );
 }
