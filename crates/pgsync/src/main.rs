@@ -44,7 +44,12 @@ impl From<Exit> for ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format, cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread runs every task. pgsync's own work per change is small next to the
+    // servers' (decoding on the source, executing on the destination), and those servers
+    // want the cores; what would cost is tasks on different threads waking each other for
+    // every message and statement result (the socket task, the applier, each tokio-postgres
+    // connection). On one thread a wake-up is a queue push.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
