@@ -18,7 +18,8 @@
 # DURATION (30); CLIENTS (4); SINGLE_ROWS (1000000); BULK_ROWS (1000000);
 # PORT_BASE (55470: pgsync uses +0/+1, PG15 peers +2/+3, PG18 peers +4/+5);
 # PG18_BIN (default: what scripts/install-pg18.sh prints); KIT (../shared/bench);
-# WAIT_MAX (900) bounds every wait; PGSYNC_LOG (info) RUST_LOG of pgsync.
+# WAIT_MAX (900) bounds every wait; PGSYNC_LOG (info) RUST_LOG of pgsync; PGSYNC_PERF=1 records
+# a CPU profile (perf record -e cpu-clock) of each pgsync process into the output directory.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -67,6 +68,9 @@ pgsync_start() {   # pgsync_start LABEL -> PGSYNC_PID, log $RUN/LABEL.pgsync.log
   PGSYNC_PID=$!
   rss_sampler "$PGSYNC_PID" "$RUN/$label.rss" &
   SAMPLER_PID=$!
+  if [ -n "${PGSYNC_PERF:-}" ]; then   # a CPU profile of every pgsync run (perf, software clock)
+    perf record -q -e cpu-clock -F 999 -p "$PGSYNC_PID" -o "$OUT/$label.perf.data" >/dev/null 2>&1 &
+  fi
 }
 pgsync_stop() {    # SIGTERM, bounded wait for a clean exit (SIGKILL after 120 s)
   [ -n "$PGSYNC_PID" ] || return 0
@@ -153,6 +157,18 @@ EOF
   cleanup; CLUSTERS=()
 }
 
+# cpu_of PID: user + system CPU seconds the process has used so far
+cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# drain_cpu: CPU used since pgsync started, by pgsync, its walsender(s) on A and its sessions
+# on B (all started with this pgsync process), to tell where a drain's time goes.
+drain_cpu() {
+  local p ws=0 bs=0
+  for p in $(q "$A" "SELECT pid FROM pg_stat_replication"); do ws=$(fadd "$ws" "$(cpu_of "$p")"); done
+  for p in $(q "$B" "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'pgsync%'"); do bs=$(fadd "$bs" "$(cpu_of "$p")"); done
+  echo "$(cpu_of "$PGSYNC_PID") / $ws / $bs"
+}
+fadd() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a + b}'; }
+
 # drain_done: B has the whole backlog (or pgsync died: DRAIN_DEAD=1); notes when pgsync
 # logged that it streams (T_STREAM).
 drain_done() {
@@ -202,6 +218,7 @@ drain_pgsync() {
     tail -20 "$PGSYNC_LOGFILE" >&2
   fi
   res "$label max VmRSS / VmHWM during the drain (MB)" "$(maxcol 2 < "$RUN/$label.rss") / $(echo "$rss" | maxcol 3)"
+  res "$label CPU seconds: pgsync / walsender on A / pgsync's backends on B" "$(drain_cpu)"
   case $w in
     a) compare_tables "$label" "$A" "$B" ;;
     *) local sa sb; sa=$(bulk_sig "$A"); sb=$(bulk_sig "$B")
