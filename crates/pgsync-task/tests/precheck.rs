@@ -416,3 +416,33 @@ async fn two_way_without_a_superuser_on_the_destination_warns_about_the_bootstra
         "{report}"
     );
 }
+
+#[tokio::test]
+async fn ddl_sync_needs_a_superuser_on_the_source_and_says_how_to_do_without() {
+    let (a, b) = pair().await;
+    a.client()
+        .await
+        .unwrap()
+        .batch_execute("CREATE ROLE app LOGIN REPLICATION; GRANT ALL ON SCHEMA public TO app")
+        .await
+        .unwrap();
+    let text = |ddl: bool| {
+        format!(
+            "name = \"shop\"\n[sync]\nddl = {ddl}\n[source]\ndsn = \"{}\"\n[destination]\ndsn = \"{}\"\n[objects]\ninclude = [\"public.orders\"]\n",
+            a.dsn().replace("user=postgres", "user=app"),
+            b.dsn()
+        )
+    };
+    let report = precheck::run(&TaskSpec::from_toml(&text(true), "t").unwrap()).await;
+    assert_eq!(
+        status(&report, Side::Source, "ddl_capture"),
+        Status::Fail,
+        "{report}"
+    );
+    assert!(fix(&report, Side::Source, "ddl_capture").contains("sync.ddl = false"));
+    let report = precheck::run(&TaskSpec::from_toml(&text(false), "t").unwrap()).await;
+    assert!(
+        report.get(Side::Source, "ddl_capture").is_none(),
+        "{report}"
+    );
+}

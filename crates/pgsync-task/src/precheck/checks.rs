@@ -99,6 +99,7 @@ async fn check_source(
     check_version(report, side, a).await?;
     check_wal_level(report, side, a).await?;
     check_replication_role(report, side, a).await?;
+    check_ddl_capture(report, spec, a).await?;
     check_slot(
         report,
         side,
@@ -373,6 +374,39 @@ async fn check_wal_level(
             "wal_level",
             format!("wal_level = {level}: changes cannot be decoded"),
             "ALTER SYSTEM SET wal_level = logical; then restart the server",
+        );
+    }
+    Ok(())
+}
+
+/// DDL sync installs event triggers on the source, which only a superuser may create.
+async fn check_ddl_capture(
+    report: &mut Report,
+    spec: &TaskSpec,
+    a: &Client,
+) -> Result<(), tokio_postgres::Error> {
+    if !spec.sync.ddl {
+        return Ok(());
+    }
+    let superuser: bool = a
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await?
+        .get(0);
+    if superuser {
+        report.pass(
+            Side::Source,
+            "ddl_capture",
+            "DDL capture (event triggers) can be installed",
+        );
+    } else {
+        report.fail(
+            Side::Source,
+            "ddl_capture",
+            "sync.ddl = true installs event triggers on the source, which needs a superuser",
+            "connect to the source as a superuser, or set sync.ddl = false",
         );
     }
     Ok(())
