@@ -5,14 +5,17 @@
 //! * [`QualifiedName`]: a schema-qualified object name as the catalog spells it.
 //! * [`Selection`]: which tables a task covers (`schema.*` / `schema.table` globs with
 //!   excludes); the schema sync, the full copy, the stream and DDL replay all ask it.
+//! * [`TableFilter`]: per table, which operations travel and which rows (a row filter).
 //! * [`Mapping`]: how source names become destination names (schema, table and column
 //!   renames, a case policy), and its inverse for the reverse task.
 
+mod filter;
 mod mapping;
 mod qualified;
 mod selection;
 pub mod sql;
 
+pub use filter::{Operation, Operations, TableFilter};
 pub use mapping::{CasePolicy, Mapping};
 pub use qualified::QualifiedName;
 pub use selection::{Pattern, Selection};

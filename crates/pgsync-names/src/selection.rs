@@ -9,7 +9,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::qualified::split_parts;
-use crate::{NameError, QualifiedName};
+use crate::{NameError, QualifiedName, TableFilter};
 
 /// One `schema.table` glob.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +99,10 @@ pub struct Selection {
     /// Tables to leave out even when included.
     #[serde(default)]
     pub exclude: Vec<Pattern>,
+    /// Per-table filters (`[[objects.table]]`): operations and row filter of selected
+    /// tables named exactly.
+    #[serde(default, rename = "table", skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<TableFilter>,
 }
 
 impl Default for Selection {
@@ -107,6 +111,7 @@ impl Default for Selection {
         Self {
             include: vec![Pattern::parse("public.*").expect("valid")],
             exclude: Vec::new(),
+            tables: Vec::new(),
         }
     }
 }
@@ -126,7 +131,22 @@ impl Selection {
                 .into_iter()
                 .map(Pattern::parse)
                 .collect::<Result<_, _>>()?,
+            tables: Vec::new(),
         })
+    }
+
+    /// The filter of a table (`None`: everything of it is synced). A partition has the
+    /// filter of its root: pass the root's name.
+    pub fn filter_of(&self, name: &QualifiedName) -> Option<&TableFilter> {
+        self.tables
+            .iter()
+            .find(|f| &f.name == name && !f.is_everything())
+    }
+
+    /// Per-table filters that name a table the patterns do not select (a spelling
+    /// mistake, or an exclude that wins): the task refuses them.
+    pub fn unselected_filters(&self) -> impl Iterator<Item = &TableFilter> {
+        self.tables.iter().filter(|f| !self.contains(&f.name))
     }
 
     /// Whether the table is selected.

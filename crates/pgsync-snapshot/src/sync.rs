@@ -258,15 +258,24 @@ impl FullSync {
         let t2 = Instant::now();
         reporter.send(Progress::Phase(Phase::Data));
         let mut jobs = Vec::new();
+        // A partition tree is copied as of one snapshot: one incomplete partition after a
+        // restart sends the whole tree back to the copy.
+        let recopy: HashSet<&QualifiedName> = plan
+            .tables
+            .iter()
+            .filter(|t| !done.table_complete(&t.source))
+            .filter_map(|t| t.tree.as_ref())
+            .collect();
         for (i, t) in plan.tables.iter().enumerate() {
-            if done.table_complete(&t.source) {
+            let tree_again = t.tree.as_ref().is_some_and(|r| recopy.contains(r));
+            if done.table_complete(&t.source) && !tree_again {
                 report.copy.tables_skipped += 1;
                 reporter.send(Progress::TableSkipped {
                     table: t.source.clone(),
                 });
                 continue;
             }
-            if done.table_partial(&t.source) {
+            if done.table_partial(&t.source) || (tree_again && done.table_complete(&t.source)) {
                 restart_table(&admin, &o.task, t).await?;
             }
             let table_jobs = chunk::jobs_for(i, t, o.chunk_bytes, block_size);

@@ -50,6 +50,9 @@ pub enum TaskError {
     /// The mapping cannot be inverted for the reverse task.
     #[error("two-way sync needs a mapping that can be inverted: {0}")]
     Mapping(String),
+    /// The per-table filters cannot be carried out as configured.
+    #[error("objects.table: {0}")]
+    Filters(String),
     /// The task's state disappeared while it ran (`pgsync release --force`).
     #[error("the task was released while it ran; it stops rather than start over")]
     Released,
@@ -99,6 +102,7 @@ impl TaskError {
             TaskError::NoSnapshot
             | TaskError::Released
             | TaskError::Mapping(_)
+            | TaskError::Filters(_)
             | TaskError::RetriesExhausted { .. } => false,
         }
     }

@@ -4,6 +4,7 @@
 //! | object                       | where       | name                      |
 //! |------------------------------|-------------|---------------------------|
 //! | publication, slot (A -> B)   | source A    | `pgsync_<task>_fwd`       |
+//! | publication per operation set| source A    | `pgsync_<task>_fwd_ops_iu`|
 //! | replication origin (A -> B)  | destination | `pgsync_<task>_fwd`       |
 //! | publication, slot (B -> A)   | B           | `pgsync_<task>_rev`       |
 //! | replication origin (B -> A)  | A           | `pgsync_<task>_rev`       |
@@ -47,6 +48,19 @@ impl TaskNames {
             publication: base.clone(),
             slot: base.clone(),
             origin: base,
+        }
+    }
+}
+
+impl TaskNames {
+    /// The publication of tables that sync only `ops` (`[[objects.table]] operations`):
+    /// the main one for all operations, else `<publication>_ops_<code>` (`_ops_iu` for
+    /// insert and update), since `publish` is a property of the whole publication.
+    pub fn publication_for(&self, ops: pgsync_names::Operations) -> String {
+        if ops.is_all() {
+            self.publication.clone()
+        } else {
+            format!("{}_ops_{}", self.publication, ops.code())
         }
     }
 }

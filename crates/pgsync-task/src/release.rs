@@ -67,23 +67,27 @@ pub async fn release(spec: &TaskSpec, force: bool) -> Result<Released, TaskError
             Direction::Reverse => (&b, &a),
         };
         drop_slot(reader, &names.slot, force, &mut out).await?;
-        let dropped = reader
-            .query_opt(
-                "SELECT 1 FROM pg_publication WHERE pubname = $1",
-                &[&names.publication],
+        // The main publication and those of the filters' operation sets.
+        let publications: Vec<String> = std::iter::once(names.publication.clone())
+            .chain(crate::forward::all_operation_publications(&names))
+            .collect();
+        let found = reader
+            .query(
+                "SELECT pubname::text FROM pg_publication WHERE pubname = ANY($1) ORDER BY 1",
+                &[&publications],
             )
             .await
-            .map_err(TaskError::sql("looking for the publication"))?;
-        if dropped.is_some() {
+            .map_err(TaskError::sql("looking for the publications"))?;
+        for r in found {
+            let publication: String = r.get(0);
             reader
                 .batch_execute(&format!(
                     "DROP PUBLICATION IF EXISTS {}",
-                    Ident(&names.publication)
+                    Ident(&publication)
                 ))
                 .await
                 .map_err(TaskError::sql("dropping the publication"))?;
-            out.removed
-                .push(format!("publication {}", names.publication));
+            out.removed.push(format!("publication {publication}"));
         }
         // The task's origin and those of its copy workers.
         let origins = writer

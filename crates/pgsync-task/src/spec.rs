@@ -209,6 +209,28 @@ impl TaskSpec {
                     .into(),
             );
         }
+        if let Some(f) = self.objects.unselected_filters().next() {
+            return Err(format!(
+                "objects.table {} is not selected by objects.include / objects.exclude: name a \
+                 selected table (a partitioned table by its root)",
+                f.name
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for f in &self.objects.tables {
+            if !seen.insert(&f.name) {
+                return Err(format!(
+                    "objects.table {} is given twice; merge the two entries",
+                    f.name
+                ));
+            }
+            if f.row_filter.as_deref().is_some_and(|w| w.trim().is_empty()) {
+                return Err(format!(
+                    "objects.table {}: row_filter is empty (leave it out to sync every row)",
+                    f.name
+                ));
+            }
+        }
         if self.objects.include.is_empty() {
             return Err(
                 "objects.include is empty: nothing would be synced (e.g. include = [\"public.*\"])"
@@ -340,6 +362,38 @@ exclude = []
         let bad = text.replace("\"public.accounts\"", "\"accounts\"");
         let err = TaskSpec::from_toml(&bad, "x").unwrap_err().to_string();
         assert!(err.contains("delta_columns"), "{err}");
+    }
+
+    #[test]
+    fn table_filters_read_and_must_name_a_selected_table_once() {
+        let filters = "\n[[objects.table]]\nname = \"public.orders\"\noperations = [\"insert\", \"update\"]\nrow_filter = \"region = 'eu'\"\n";
+        let spec = TaskSpec::from_toml(&format!("{GOOD}{filters}"), "x").unwrap();
+        let f = spec
+            .objects
+            .filter_of(&pgsync_names::QualifiedName::new("public", "orders"))
+            .unwrap();
+        assert_eq!(f.operations.publish(), "insert, update");
+        assert_eq!(f.row_filter.as_deref(), Some("region = 'eu'"));
+        let names = crate::TaskNames::new("shop", crate::Direction::Forward);
+        assert_eq!(
+            names.publication_for(f.operations),
+            "pgsync_shop_fwd_ops_iu"
+        );
+
+        let other = GOOD.replace("include = [\"public.*\"]", "include = [\"app.*\"]");
+        let err = TaskSpec::from_toml(&format!("{other}{filters}"), "x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not selected"), "{err}");
+        let err = TaskSpec::from_toml(&format!("{GOOD}{filters}{filters}"), "x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("twice"), "{err}");
+        let unknown = filters.replace("row_filter", "where");
+        let err = TaskSpec::from_toml(&format!("{GOOD}{unknown}"), "x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("where"), "{err}");
     }
 
     #[test]

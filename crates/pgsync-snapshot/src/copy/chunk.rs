@@ -96,6 +96,8 @@ mod tests {
             bytes,
             estimated_rows: 0.0,
             existed: false,
+            tree: None,
+            row_filter: None,
         }
     }
 

@@ -8,6 +8,9 @@
 //!                                                INSERT INTO pgsync.copy_state ..
 //!                                                COMMIT
 //! ```
+//! A row filter (`[[objects.table]] row_filter`) becomes the `WHERE` of the source query,
+//! next to the ctid range of a chunk.
+//!
 //! Binary when both servers run the same major version and the rows go straight into a
 //! table this run created; text otherwise (a different major version may change a type's
 //! binary form). Column renames only change the destination's column list. A table kept
@@ -54,14 +57,19 @@ fn is_row(message: &[u8], binary: bool) -> bool {
 pub(crate) fn source_sql(t: &TablePlan, job: &Job, binary: bool) -> String {
     let format = if binary { " (FORMAT binary)" } else { "" };
     let cols = ident_list(t.source_columns.iter().map(String::as_str));
-    match job.ctid_filter() {
-        None if t.source_columns.is_empty() => format!("COPY {} TO STDOUT{format}", t.source),
-        None => format!("COPY {} ({cols}) TO STDOUT{format}", t.source),
-        Some(filter) => format!(
-            "COPY (SELECT {cols} FROM ONLY {} WHERE {filter}) TO STDOUT{format}",
-            t.source
-        ),
-    }
+    let row_filter = t.row_filter.as_ref().map(|w| format!("({w})"));
+    let filter = match (row_filter, job.ctid_filter()) {
+        (None, None) if t.source_columns.is_empty() => {
+            return format!("COPY {} TO STDOUT{format}", t.source);
+        }
+        (None, None) => return format!("COPY {} ({cols}) TO STDOUT{format}", t.source),
+        (Some(w), None) | (None, Some(w)) => w,
+        (Some(w), Some(ctid)) => format!("{w} AND {ctid}"),
+    };
+    format!(
+        "COPY (SELECT {cols} FROM ONLY {} WHERE {filter}) TO STDOUT{format}",
+        t.source
+    )
 }
 
 /// Runs one job; returns the rows and bytes it committed.

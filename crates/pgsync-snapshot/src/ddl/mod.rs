@@ -86,6 +86,12 @@ pub struct TablePlan {
     /// It existed on the destination before (`ignore` mode): rows are merged, keeping the
     /// destination's row on a key clash.
     pub existed: bool,
+    /// A partition: the source name of its tree's root (the tree is copied as of one
+    /// snapshot, since changes arrive under the root's name).
+    pub tree: Option<QualifiedName>,
+    /// Only rows matching this condition (`[[objects.table]] row_filter` of the table or
+    /// of its tree's root).
+    pub row_filter: Option<String>,
 }
 
 /// Post-data steps by stage.
@@ -251,11 +257,15 @@ impl Plan {
             relations,
             identity: mapping.is_identity(),
         };
+        // A kept partitioned table keeps its own partitions (the destination may partition
+        // it differently): the whole tree is kept, and its rows go in through the root.
         let kept: HashSet<u32> = cat
             .tables
             .iter()
             .filter(|t| {
-                names.relations.contains(&t.oid) && existing.contains(&mapping.table(&t.name))
+                names.relations.contains(&t.oid)
+                    && (existing.contains(&mapping.table(&t.name))
+                        || existing.contains(&mapping.table(&root_of(cat, t).name)))
             })
             .map(|t| t.oid)
             .collect();
@@ -284,10 +294,18 @@ impl Plan {
                 table::post_data(&names, t, &mut plan)?;
             }
             if !t.partitioned {
+                let root = root_of(cat, t);
+                let tree = (root.oid != t.oid).then(|| root.name.clone());
+                // Into the root when the destination's tree is its own.
+                let into = if tree.is_some() && !created { root } else { t };
                 plan.tables.push(TablePlan {
                     oid: t.oid,
                     source: t.name.clone(),
-                    dest: mapping.table(&t.name),
+                    dest: mapping.table(&into.name),
+                    tree,
+                    row_filter: selection
+                        .filter_of(&root.name)
+                        .and_then(|f| f.row_filter.clone()),
                     source_columns: copy_columns(t).map(|c| c.name.clone()).collect(),
                     dest_columns: copy_columns(t)
                         .map(|c| mapping.column(&t.name, &c.name))
@@ -437,6 +455,19 @@ fn check_named_tables_exist(cat: &Catalog, selection: &Selection) -> Result<()> 
         }
     }
     Ok(())
+}
+
+/// The root of a partition's tree (the table itself when it is not a partition).
+fn root_of<'a>(cat: &'a Catalog, t: &'a crate::catalog::Table) -> &'a crate::catalog::Table {
+    let mut at = t;
+    // Bounded by the tree's depth; the limit only guards against a cyclic catalog read.
+    for _ in 0..64 {
+        match at.partition_of.as_ref().and_then(|(p, _)| cat.table(*p)) {
+            Some(parent) => at = parent,
+            None => break,
+        }
+    }
+    at
 }
 
 /// A partitioned table and all its partitions are synced together (MISSION S6).

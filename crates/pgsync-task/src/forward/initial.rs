@@ -18,7 +18,7 @@ use pgsync_snapshot::{Endpoint as SnapEndpoint, FullSync, SyncOptions};
 use pgsync_wal::{CreateSlot, Lsn, ReplicationConfig, ReplicationConnection};
 use tokio_postgres::Client;
 
-use super::Shutdown;
+use super::{Shutdown, filters};
 use crate::error::TaskError;
 use crate::names::{Direction, TaskNames};
 use crate::spec::{ExistingTables, TaskSpec};
@@ -189,7 +189,8 @@ async fn finish(
     Ok(())
 }
 
-/// Creates (or brings up to date) the publication over the selected tables; returns them.
+/// Creates (or brings up to date) the publications over the selected tables; returns
+/// them (partitioned tables by their root).
 async fn ensure_publication(
     source: &Client,
     spec: &TaskSpec,
@@ -211,37 +212,35 @@ async fn ensure_publication(
         .map(|r| QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)))
         .filter(|t| spec.objects.contains(t))
         .collect();
-    ensure_publication_on(source, &names.publication, &tables).await?;
+    let slot_exists = source
+        .query_opt(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+            &[&names.slot],
+        )
+        .await
+        .map_err(TaskError::sql("looking for the slot"))?
+        .is_some();
+    let publications = filters::publications(&spec.objects, names, &tables);
+    for p in &publications {
+        filters::ensure(source, p, slot_exists).await?;
+    }
+    filters::drop_unused(source, names, &publications).await?;
     Ok(tables)
 }
 
-/// Creates `publication` over `tables`, or sets its tables to them.
+/// Creates `publication` over `tables`, or sets its tables to them (changes of
+/// partitions published as their root's).
 async fn ensure_publication_on(
     c: &Client,
     publication: &str,
     tables: &[QualifiedName],
 ) -> Result<(), TaskError> {
-    let list = tables
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
-    let exists = c
-        .query_opt(
-            "SELECT 1 FROM pg_publication WHERE pubname = $1",
-            &[&publication],
-        )
-        .await
-        .map_err(TaskError::sql("looking for the publication"))?
-        .is_some();
-    let sql = if exists {
-        format!("ALTER PUBLICATION {} SET TABLE {list}", Ident(publication))
-    } else {
-        format!("CREATE PUBLICATION {} FOR TABLE {list}", Ident(publication))
+    let p = filters::Publication {
+        name: publication.to_owned(),
+        operations: pgsync_names::Operations::all(),
+        tables: tables.iter().map(|t| (t.clone(), None)).collect(),
     };
-    c.batch_execute(&sql).await.map_err(TaskError::sql(format!(
-        "creating publication {publication}"
-    )))
+    filters::ensure(c, &p, false).await
 }
 
 /// Two-way bootstrap, before the forward copy starts: the reverse slot on B exists (so
@@ -306,25 +305,19 @@ async fn prepare_reverse(spec: &TaskSpec, source: &Client) -> Result<(), TaskErr
             // would not reach A: a window the precheck warns about.
             let sql = if superuser {
                 format!(
-                    "CREATE PUBLICATION {} FOR ALL TABLES",
+                    "CREATE PUBLICATION {} FOR ALL TABLES WITH (publish_via_partition_root = true)",
                     Ident(&reverse.publication)
                 )
-            } else if existing.is_empty() {
-                format!("CREATE PUBLICATION {}", Ident(&reverse.publication))
             } else {
-                let list = existing
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                format!(
-                    "CREATE PUBLICATION {} FOR TABLE {list}",
-                    Ident(&reverse.publication)
-                )
+                String::new()
             };
-            b.batch_execute(&sql)
-                .await
-                .map_err(TaskError::sql("creating the reverse publication"))?;
+            if sql.is_empty() {
+                ensure_publication_on(&b, &reverse.publication, &existing).await?;
+            } else {
+                b.batch_execute(&sql)
+                    .await
+                    .map_err(TaskError::sql("creating the reverse publication"))?;
+            }
         }
         let mut conn =
             ReplicationConnection::connect(&spec.destination.replication_config()?).await?;
@@ -347,6 +340,7 @@ pub(super) fn replication_config(spec: &TaskSpec) -> Result<ReplicationConfig, T
 /// to it.
 pub(super) async fn copied_at(
     admin: &Client,
+    source: &Client,
     task: &str,
 ) -> Result<HashMap<QualifiedName, Lsn>, TaskError> {
     let exists: bool = admin
@@ -365,7 +359,7 @@ pub(super) async fn copied_at(
         )
         .await
         .map_err(TaskError::sql("reading pgsync.copy_state"))?;
-    Ok(rows
+    let mut at: HashMap<QualifiedName, Lsn> = rows
         .iter()
         .filter_map(|r| {
             let lsn: Lsn = r.get::<_, &str>(2).parse().ok()?;
@@ -374,5 +368,31 @@ pub(super) async fn copied_at(
                 lsn,
             ))
         })
-        .collect())
+        .collect();
+    // Changes of partitions arrive under their root's name (publish_via_partition_root),
+    // and a tree is copied as of one snapshot: the root gets its partitions' LSN.
+    let copied: Vec<String> = at.keys().map(ToString::to_string).collect();
+    let roots = source
+        .query(
+            "SELECT l, rn.nspname::text, r.relname::text FROM unnest($1::text[]) l
+             JOIN pg_class c ON c.oid = to_regclass(l) AND c.relispartition
+             JOIN pg_class r ON r.oid = pg_partition_root(c.oid)
+             JOIN pg_namespace rn ON rn.oid = r.relnamespace",
+            &[&copied],
+        )
+        .await
+        .map_err(TaskError::sql(
+            "reading the partition roots of copied tables",
+        ))?;
+    for r in roots {
+        let Ok(leaf) = QualifiedName::parse(r.get::<_, &str>(0)) else {
+            continue;
+        };
+        let root = QualifiedName::new(r.get::<_, String>(1), r.get::<_, String>(2));
+        if let Some(lsn) = at.get(&leaf).copied() {
+            let e = at.entry(root).or_insert(lsn);
+            *e = (*e).max(lsn);
+        }
+    }
+    Ok(at)
 }

@@ -32,6 +32,9 @@ pub(crate) struct Link {
     pub(crate) reader: Endpoint,
     pub(crate) writer: Endpoint,
     pub(crate) names: TaskNames,
+    /// The publications the stream reads (the forward one has one per operation set of
+    /// the filters, see `filters`).
+    pub(crate) publications: Vec<String>,
     pub(crate) mapping: Mapping,
     /// Reader-side tables whose changes are applied (`None`: all the publication sends).
     pub(crate) only_tables: Option<HashSet<QualifiedName>>,
@@ -53,6 +56,10 @@ impl Link {
             reader: spec.source.clone(),
             writer: spec.destination.clone(),
             names: TaskNames::new(&spec.name, Direction::Forward),
+            publications: super::filters::stream_publications(
+                &spec.objects,
+                &TaskNames::new(&spec.name, Direction::Forward),
+            ),
             mapping: spec.mapping.clone(),
             only_tables: None,
             loop_filter: spec
@@ -80,6 +87,7 @@ impl Link {
             reader: spec.destination.clone(),
             writer: spec.source.clone(),
             names: TaskNames::new(&spec.name, Direction::Reverse),
+            publications: vec![TaskNames::new(&spec.name, Direction::Reverse).publication],
             mapping: inverse,
             only_tables: Some(only),
             loop_filter: Some(LoopFilter::new(spec.sync.loop_prevention)),

@@ -10,6 +10,7 @@
 //! chunks already complete in `pgsync.copy_state` belong to the old snapshot and are
 //! recopied (the copy state of the task is cleared with the old slot).
 
+mod filters;
 mod initial;
 mod link;
 mod stream;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+pub(crate) use self::filters::all_operation_publications;
 use self::link::Link;
 use crate::error::TaskError;
 use crate::names::{Direction, TaskNames};

@@ -64,12 +64,17 @@ pub(super) async fn run(
     link.prepare(&dest).await?;
     if link.direction == Direction::Forward {
         let admin = link.writer.connect().await.map_err(TaskError::sql(what))?;
-        config.copied_at = initial::copied_at(&admin, &link.task).await?;
+        let source = link
+            .reader
+            .connect()
+            .await
+            .map_err(TaskError::sql("connecting to the source"))?;
+        config.copied_at = initial::copied_at(&admin, &source, &link.task).await?;
     }
     let mut applier = Applier::new(dest, config).await?;
 
     let conn = ReplicationConnection::connect(&link.reader.replication_config()?).await?;
-    let mut options = StartOptions::new(&link.names.slot, [&link.names.publication]);
+    let mut options = StartOptions::new(&link.names.slot, &link.publications);
     options.start = applier.progress();
     // The source (pg_stat_replication, slot lag) learns the applied position within a
     // second, not only every third of wal_sender_timeout.
