@@ -187,6 +187,17 @@ $f$;
 /// The `ddl_command_end` function and `pgsync.replicate_ddl`; separate from
 /// [`SCHEMA_SQL`] only for length.
 const CAPTURE_SQL: &str = r#"
+CREATE OR REPLACE FUNCTION pgsync.ddl_is_empty(rel oid) RETURNS boolean
+LANGUAGE plpgsql AS $f$
+DECLARE
+    empty boolean;
+BEGIN
+    EXECUTE pg_catalog.format('SELECT NOT EXISTS (SELECT 1 FROM %s)', rel::pg_catalog.regclass)
+        INTO empty;
+    RETURN empty;
+END
+$f$;
+
 CREATE OR REPLACE FUNCTION pgsync.ddl_on_end() RETURNS event_trigger
 LANGUAGE plpgsql AS $f$
 DECLARE
@@ -219,6 +230,17 @@ BEGIN
              ON c.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
             AND r.oid OPERATOR(pg_catalog.=) COALESCE(i.indrelid, c.objid)
       LEFT JOIN pg_catalog.pg_namespace rn ON rn.oid OPERATOR(pg_catalog.=) r.relnamespace;
+    IF tg_tag = 'ALTER TABLE' THEN
+        -- Whether the altered table holds rows: a computed default added to an empty
+        -- table fills nothing, so it replays faithfully.
+        SELECT COALESCE(pg_catalog.jsonb_agg(CASE
+                   WHEN pg_catalog.jsonb_typeof(c->'relation') = 'object'
+                        AND c->'relation'->>'kind' IN ('r', 'p')
+                   THEN pg_catalog.jsonb_set(c, '{relation,empty}', pg_catalog.to_jsonb(
+                        pgsync.ddl_is_empty((c->'relation'->>'oid')::pg_catalog.oid)))
+                   ELSE c END), '[]'::jsonb)
+          INTO cmds FROM pg_catalog.jsonb_array_elements(cmds) c;
+    END IF;
     dropped := COALESCE(
         NULLIF(pg_catalog.current_setting('pgsync.ddl_dropped', true), '')::jsonb,
         '[]'::jsonb);
@@ -383,6 +405,7 @@ pub async fn uninstall(client: &Client, task: &str) -> Result<bool, DdlError> {
                      DROP FUNCTION IF EXISTS pgsync.ddl_on_drop();
                      DROP FUNCTION IF EXISTS pgsync.ddl_track(jsonb, jsonb);
                      DROP FUNCTION IF EXISTS pgsync.ddl_emit(jsonb);
+                     DROP FUNCTION IF EXISTS pgsync.ddl_is_empty(oid);
                      DROP FUNCTION IF EXISTS pgsync.ddl_selected(pgsync.ddl_tasks, text, text);
                      DROP TABLE IF EXISTS pgsync.ddl_tasks, pgsync.ddl_relnames,
                          pgsync.ddl_renames, pgsync.ddl_dropped_columns;",

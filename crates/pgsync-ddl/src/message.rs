@@ -92,6 +92,9 @@ pub struct RelationInfo {
     /// A partition of another table.
     #[serde(default)]
     pub partition: bool,
+    /// For ALTER TABLE: whether the table held no rows right after the statement.
+    #[serde(default)]
+    pub empty: Option<bool>,
 }
 
 /// One object a DDL statement dropped.

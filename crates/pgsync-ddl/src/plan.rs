@@ -142,6 +142,12 @@ impl Planner {
                 })
                 .map(|(t, _)| t.to_string())
                 .collect();
+            if named.is_empty() && msg.explicit {
+                // pgsync.replicate_ddl: what names no table (a function, a type) is sent
+                // as the user wrote it.
+                statements.push(p.text.trim().to_owned());
+                continue;
+            }
             if named.is_empty() || outside.len() == named.len() {
                 continue;
             }
@@ -154,7 +160,13 @@ impl Planner {
                     ),
                 );
             }
-            if let Some(reason) = statement::unsupported_form(&p.node) {
+            let empty = !msg.commands.is_empty()
+                && msg
+                    .commands
+                    .iter()
+                    .filter_map(|c| c.relation.as_ref())
+                    .all(|r| r.empty == Some(true));
+            if let Some(reason) = statement::unsupported_form(&p.node, empty) {
                 return unsupported(p.text, reason);
             }
             let text = if self.mapping.is_identity() {

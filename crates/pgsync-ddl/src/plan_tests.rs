@@ -25,6 +25,7 @@ fn table_cmd(tag: &str, schema: &str, name: &str, persistence: &str) -> Command 
             kind: "r".into(),
             persistence: persistence.into(),
             partition: false,
+            empty: None,
         }),
     }
 }
@@ -221,6 +222,15 @@ fn computed_defaults_and_create_table_as_are_unsupported() {
         vec![table_cmd("ALTER TABLE", "public", "t", "p")],
     )));
     assert!(r.contains("not a constant"), "{r}");
+    // On a table without rows nothing is filled: replayed.
+    let mut cmd = table_cmd("ALTER TABLE", "public", "t", "p");
+    cmd.relation.as_mut().unwrap().empty = Some(true);
+    replay(p.plan(&msg(
+        "ALTER TABLE",
+        0,
+        "alter table t add column at timestamptz default now()",
+        vec![cmd],
+    )));
     let r = reason(p.plan(&msg(
         "CREATE TABLE AS",
         0,
@@ -269,6 +279,9 @@ fn explicit_messages_replay_every_statement() {
     m.explicit = true;
     let plan = replay(p.plan(&m));
     assert_eq!(plan.statements.len(), 2);
+    m.query = "create function one() returns int language sql as 'select 1'".into();
+    let plan = replay(p.plan(&m));
+    assert_eq!(plan.statements.len(), 1);
 }
 
 #[test]
