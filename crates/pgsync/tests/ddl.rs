@@ -186,6 +186,29 @@ async fn a_ddl_script_during_streaming_leaves_equal_schemas_and_rows() {
         .collect();
     assert_eq!(stock, [Some(10), Some(3), None]);
     assert!(pgsync.stop().await.success());
+
+    // release takes the capture with it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgsync"))
+        .args(["release", "--config"])
+        .arg(&task.path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left: i64 = ca
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_event_trigger)
+                  + (SELECT count(*) FROM pg_proc WHERE proname LIKE 'ddl\\_%' OR proname = 'replicate_ddl')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+    common::untouched(&a).await;
 }
 
 /// pgbench's update on B (history rows record side 2).
