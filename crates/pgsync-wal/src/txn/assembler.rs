@@ -130,8 +130,18 @@ impl Assembler {
         let cache = &self.cache;
         match classify(msg, |oid| cache.get(oid).cloned())? {
             Classified::Change { change, xid } => {
+                let emit = match (&self.state, xid) {
+                    (State::Stream(top), Some(sub)) if self.config.emit_streamed => {
+                        Some((*top, sub, change.clone()))
+                    }
+                    _ => None,
+                };
                 self.add_change(change, xid)?;
-                Ok(None)
+                Ok(emit.map(|(xid, subxid, change)| Assembled::StreamedChange {
+                    xid,
+                    subxid,
+                    change,
+                }))
             }
             Classified::Other(msg) => self.control(msg),
         }
@@ -298,7 +308,13 @@ impl Assembler {
                     let freed = txn.buffer.abort_subxact(a.subxid)?;
                     self.mem_used -= freed;
                 }
-                Ok(None)
+                Ok(self
+                    .config
+                    .emit_streamed
+                    .then_some(Assembled::StreamAborted {
+                        xid: a.xid,
+                        subxid: a.subxid,
+                    }))
             }
             (Message::CommitPrepared(c), State::Idle) => Ok(Some(Assembled::CommitPrepared(c))),
             (Message::RollbackPrepared(r), State::Idle) => Ok(Some(Assembled::RollbackPrepared(r))),

@@ -61,6 +61,18 @@ pub enum Assembled {
     RollbackPrepared(RollbackPrepared),
     /// A non-transactional logical message, delivered as soon as it arrives.
     Message(LogicalMessage),
+    /// With [`AssemblerConfig::emit_streamed`]: a change of streamed transaction `xid`
+    /// as it arrives (it is kept for the transaction too). `subxid` is the
+    /// (sub)transaction that made it.
+    StreamedChange {
+        xid: u32,
+        subxid: u32,
+        change: Change,
+    },
+    /// With [`AssemblerConfig::emit_streamed`]: streamed transaction `xid` (or, when
+    /// `subxid` differs, one of its subtransactions) was rolled back on the source; the
+    /// changes emitted for it are void.
+    StreamAborted { xid: u32, subxid: u32 },
 }
 
 /// How much an [`Assembler`] keeps in memory, and where the rest goes.
@@ -75,6 +87,11 @@ pub struct AssemblerConfig {
     /// Directory for spill files (anonymous files, removed when closed). Default: the
     /// system's temporary directory.
     pub spill_dir: PathBuf,
+    /// Also hand out each change of a streamed (in-progress) transaction as it arrives,
+    /// and stream aborts ([`Assembled::StreamedChange`], [`Assembled::StreamAborted`]), so
+    /// that a consumer can start applying a large transaction before its commit. The
+    /// transaction is still delivered whole at its Stream Commit. Default off.
+    pub emit_streamed: bool,
 }
 
 impl Default for AssemblerConfig {
@@ -82,6 +99,7 @@ impl Default for AssemblerConfig {
         Self {
             memory_budget: 64 << 20,
             spill_dir: std::env::temp_dir(),
+            emit_streamed: false,
         }
     }
 }

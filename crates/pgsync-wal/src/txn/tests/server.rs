@@ -269,6 +269,7 @@ async fn a_two_phase_transaction_arrives_prepared_then_committed_or_rolled_back(
             Assembled::CommitPrepared(c) => format!("commit prepared {}", c.gid),
             Assembled::RollbackPrepared(r) => format!("rollback prepared {}", r.gid),
             Assembled::Message(_) => "message".into(),
+            Assembled::StreamedChange { .. } | Assembled::StreamAborted { .. } => "streamed".into(),
         })
         .collect();
     assert_eq!(

@@ -220,3 +220,63 @@ fn stream_protocol_violations_are_typed_errors() {
         Err(TxnError::Unexpected { .. })
     ));
 }
+
+#[test]
+fn with_emit_streamed_each_streamed_change_and_abort_is_handed_out_as_it_arrives() {
+    let mut asm = Assembler::new(crate::txn::AssemblerConfig {
+        memory_budget: 1 << 20,
+        emit_streamed: true,
+        ..crate::txn::AssemblerConfig::default()
+    });
+    let mut out = Vec::new();
+    for m in [
+        relation(USERS, "users", 1),
+        stream_start(900, true),
+        insert(Some(900), USERS, &["a1"]),
+        insert(Some(905), USERS, &["a2"]),
+        Message::StreamStop,
+        begin(902),
+        insert(None, USERS, &["c1"]),
+        commit(0x100),
+        stream_abort(900, 905),
+        stream_start(900, false),
+        insert(Some(900), USERS, &["a3"]),
+        Message::StreamStop,
+        stream_commit(900, 0x300),
+    ] {
+        if let Some(done) = asm.push(m).unwrap() {
+            out.push(match done {
+                Assembled::StreamedChange {
+                    xid,
+                    subxid,
+                    change,
+                } => {
+                    let Change::Insert { new, .. } = change else {
+                        panic!("{change:?}")
+                    };
+                    let key = match new.get(0) {
+                        Some(pgoutput::ColumnValue::Text(b)) => {
+                            String::from_utf8_lossy(b).into_owned()
+                        }
+                        other => panic!("{other:?}"),
+                    };
+                    format!("change {xid}/{subxid} {key}")
+                }
+                Assembled::StreamAborted { xid, subxid } => format!("abort {xid}/{subxid}"),
+                Assembled::Transaction(t) => format!("txn {} {:?}", t.xid, keys(&t)),
+                other => panic!("{other:?}"),
+            });
+        }
+    }
+    assert_eq!(
+        out,
+        [
+            "change 900/900 a1",
+            "change 900/905 a2",
+            "txn 902 [\"c1\"]",
+            "abort 900/905",
+            "change 900/900 a3",
+            "txn 900 [\"a1\", \"a3\"]",
+        ]
+    );
+}
