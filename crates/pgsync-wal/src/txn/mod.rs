@@ -48,10 +48,6 @@ use crate::pgoutput::{CommitPrepared, LogicalMessage, RollbackPrepared};
 /// What a message completed.
 #[derive(Debug)]
 #[non_exhaustive]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "one per transaction, moved straight to the applier; boxing buys nothing"
-)]
 pub enum Assembled {
     /// A committed (or, with two-phase decoding, prepared) transaction.
     Transaction(Transaction),
