@@ -38,6 +38,7 @@ use crate::error::DdlError;
 /// Command tags captured: the statements DDL sync covers, and those it must recognise to
 /// refuse (`CREATE TABLE AS`, `SELECT INTO`: their rows are not replicated).
 pub const CAPTURED_TAGS: &[&str] = &[
+    "CREATE SCHEMA",
     "CREATE TABLE",
     "ALTER TABLE",
     "DROP TABLE",
@@ -291,16 +292,12 @@ pub async fn install(client: &Client, task: &CaptureTask<'_>) -> Result<(), DdlE
         .collect::<Vec<_>>()
         .join(", ");
     let triggers = format!(
-        "DO $t$ BEGIN
-           IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pgsync_ddl_end') THEN
-             CREATE EVENT TRIGGER pgsync_ddl_end ON ddl_command_end WHEN TAG IN ({tags})
-               EXECUTE FUNCTION pgsync.ddl_on_end();
-           END IF;
-           IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pgsync_ddl_drop') THEN
-             CREATE EVENT TRIGGER pgsync_ddl_drop ON sql_drop WHEN TAG IN ({tags})
-               EXECUTE FUNCTION pgsync.ddl_on_drop();
-           END IF;
-         END $t$;"
+        "DROP EVENT TRIGGER IF EXISTS pgsync_ddl_end;
+         DROP EVENT TRIGGER IF EXISTS pgsync_ddl_drop;
+         CREATE EVENT TRIGGER pgsync_ddl_end ON ddl_command_end WHEN TAG IN ({tags})
+           EXECUTE FUNCTION pgsync.ddl_on_end();
+         CREATE EVENT TRIGGER pgsync_ddl_drop ON sql_drop WHEN TAG IN ({tags})
+           EXECUTE FUNCTION pgsync.ddl_on_drop();"
     );
     let globs = |patterns: &[pgsync_names::Pattern]| {
         let schemas: Vec<String> = patterns.iter().map(|p| like(p.schema_glob())).collect();

@@ -130,6 +130,14 @@ impl Planner {
                     ),
                 );
             }
+            if let NodeEnum::CreateSchemaStmt(cs) = &p.node {
+                match self.plan_schema(cs, p.text) {
+                    Ok(Some(text)) => statements.push(text),
+                    Ok(None) => {}
+                    Err(reason) => return unsupported(p.text, reason),
+                }
+                continue;
+            }
             let named = self.tables_of(msg, &p.node);
             if named.iter().any(|(_, temp)| *temp) || touches_temp(msg) {
                 return unsupported(p.text, "acts on a temporary object".into());
@@ -203,6 +211,38 @@ impl Planner {
             statements,
             tables,
         })
+    }
+
+    /// `CREATE SCHEMA`: replayed when the selection takes tables of that schema (so that
+    /// tables created there later have somewhere to go).
+    fn plan_schema(
+        &self,
+        cs: &pg_query::protobuf::CreateSchemaStmt,
+        text: &str,
+    ) -> Result<Option<String>, String> {
+        let covered = cs.schemaname != STATE_SCHEMA
+            && self
+                .selection
+                .include
+                .iter()
+                .any(|p| p.matches_schema(&cs.schemaname));
+        if !covered {
+            return Ok(None);
+        }
+        if !cs.schema_elts.is_empty() {
+            return Err(
+                "creates objects inside CREATE SCHEMA; create the schema, then its objects".into(),
+            );
+        }
+        if self.mapping.is_identity() {
+            return Ok(Some(text.trim().to_owned()));
+        }
+        let mut cs = cs.clone();
+        cs.schemaname = self.mapping.schema(&cs.schemaname);
+        NodeEnum::CreateSchemaStmt(cs)
+            .deparse(Default::default())
+            .map(Some)
+            .map_err(|e| format!("cannot be rewritten: {e}"))
     }
 
     /// Whether `node` is the statement whose objects the trigger reported: the table it

@@ -337,3 +337,30 @@ fn unparsable_text_is_unsupported_not_a_panic() {
     let r = reason(p.plan(&msg("CREATE TABLE", 3, "create table x ()", vec![])));
     assert!(r.contains("function or DO block"), "{r}");
 }
+
+#[test]
+fn schemas_the_selection_covers_are_created_and_others_ignored() {
+    let p = Planner::new(selection(&["app*.*"], &[]), Mapping::identity());
+    let mut m = msg(
+        "CREATE SCHEMA",
+        0,
+        "create schema if not exists app2",
+        vec![],
+    );
+    m.commands = vec![Command {
+        tag: "CREATE SCHEMA".into(),
+        object_type: "schema".into(),
+        schema: None,
+        identity: Some("app2".into()),
+        in_extension: false,
+        relation: None,
+    }];
+    assert_eq!(
+        replay(p.plan(&m)).statements,
+        ["create schema if not exists app2"]
+    );
+    m.query = "create schema other".into();
+    assert!(matches!(p.plan(&m), Decision::Ignore(_)));
+    m.query = "create schema app3 create table t (a int)".into();
+    assert!(reason(p.plan(&m)).contains("inside CREATE SCHEMA"));
+}

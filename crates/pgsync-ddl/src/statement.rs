@@ -34,6 +34,7 @@ impl Named {
 pub(crate) fn command_tag(node: &NodeEnum) -> Option<&'static str> {
     let obj = |t: i32| ObjectType::try_from(t).ok();
     Some(match node {
+        NodeEnum::CreateSchemaStmt(_) => "CREATE SCHEMA",
         NodeEnum::CreateStmt(_) => "CREATE TABLE",
         NodeEnum::CreateTableAsStmt(s) if s.is_select_into => "SELECT INTO",
         NodeEnum::CreateTableAsStmt(s) if obj(s.objtype) == Some(ObjectType::ObjectTable) => {
@@ -365,6 +366,7 @@ mod tests {
             ("create unique index on t (a)", Some("CREATE INDEX")),
             ("create table t2 as select 1", Some("CREATE TABLE AS")),
             ("select 1 into t3", Some("SELECT INTO")),
+            ("create schema if not exists s", Some("CREATE SCHEMA")),
             ("create view v as select 1", None),
             ("insert into t values (1)", None),
         ];

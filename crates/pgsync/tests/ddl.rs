@@ -52,6 +52,13 @@ const SCRIPT: &[&str] = &[
      CREATE INDEX ON public.purchases (note);
      ALTER TABLE purchases ALTER COLUMN note DROP DEFAULT;
      INSERT INTO purchases VALUES (5, 5, 2, 'last'); COMMIT",
+    // A schema the selection covers, a table in it, and one created there through the
+    // session's search path (its foreign key found in public the same way).
+    "CREATE SCHEMA app; CREATE TABLE app.events (id int PRIMARY KEY, at date);
+     INSERT INTO app.events VALUES (1, '2024-01-01')",
+    "BEGIN; SET LOCAL search_path = app, public;
+     CREATE TABLE logs (id int PRIMARY KEY, item_id int REFERENCES items (id));
+     INSERT INTO logs VALUES (1, 1); COMMIT",
     // A computed default on a table without rows fills nothing: replayed as is.
     "CREATE TABLE audit (id int PRIMARY KEY);
      ALTER TABLE audit ADD COLUMN at timestamptz NOT NULL DEFAULT now();
@@ -123,7 +130,7 @@ async fn a_ddl_script_during_streaming_leaves_equal_schemas_and_rows() {
     )
     .await
     .unwrap();
-    let task = TaskFile::new(&a, &b, "");
+    let task = TaskFile::new(&a, &b, "[objects]\ninclude = [\"public.*\", \"app.*\"]");
     let pgsync = Pgsync::run(&task);
     wait_converged(
         &a,
@@ -143,6 +150,8 @@ async fn a_ddl_script_during_streaming_leaves_equal_schemas_and_rows() {
     assert_eq!(
         tables,
         [
+            "app.events",
+            "app.logs",
             "public.audit",
             "public.items",
             "public.kid",
