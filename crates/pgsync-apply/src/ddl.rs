@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use pgsync_ddl::{DdlMessage, Decision, NameHistory, Planner, Unsupported};
-use pgsync_names::sql::ident_list;
+use pgsync_names::sql::{Ident, ident_list};
 use pgsync_names::{Mapping, Selection};
 use pgsync_wal::pgoutput::{ColumnValue, OldTuple};
 use pgsync_wal::txn::Change;
@@ -48,6 +48,10 @@ pub enum DdlApply {
         planner: Planner,
         /// What happens to DDL that cannot be replayed faithfully.
         unsupported: Unsupported,
+        /// Two-way: the reverse publication on the destination. When it lists tables
+        /// (not `FOR ALL TABLES`), tables created by replayed DDL join it in the same
+        /// transaction, so rows written there reach the source from the first one.
+        reverse_publication: Option<String>,
     },
     /// Drop DDL, and follow the writer's DDL history (the reverse direction of a task
     /// with DDL sync): the applier's own mapping must then be the identity, as names are
@@ -101,6 +105,7 @@ impl Applier {
                 && let DdlApply::Replay {
                     planner,
                     unsupported,
+                    ..
                 } = &self.config.ddl
             {
                 let msg = DdlMessage::decode(content).map_err(|e| ApplyError::Ddl {
@@ -190,6 +195,35 @@ impl Applier {
             .batch_execute("SET LOCAL search_path TO DEFAULT")
             .await
             .map_err(ApplyError::pg("resetting the search path"))?;
+        if let DdlApply::Replay {
+            reverse_publication: Some(publication),
+            ..
+        } = &self.config.ddl
+        {
+            for source in &plan.created {
+                let table = self.config.mapping.table(source);
+                let missing: bool = self
+                    .client
+                    .query_one(
+                        "SELECT to_regclass($1) IS NOT NULL AND EXISTS (
+                             SELECT 1 FROM pg_publication p
+                             WHERE p.pubname = $2 AND NOT p.puballtables AND NOT EXISTS (
+                                 SELECT 1 FROM pg_publication_rel r
+                                 WHERE r.prpubid = p.oid AND r.prrelid = to_regclass($1)))",
+                        &[&table.to_string(), publication],
+                    )
+                    .await
+                    .map_err(ApplyError::pg("reading the reverse publication"))?
+                    .get(0);
+                if missing {
+                    let sql = format!("ALTER PUBLICATION {} ADD TABLE {table}", Ident(publication));
+                    self.client
+                        .batch_execute(&sql)
+                        .await
+                        .map_err(ApplyError::pg(sql.clone()))?;
+                }
+            }
+        }
         self.tables.clear();
         self.statements.clear();
         self.copies.clear();
@@ -252,13 +286,17 @@ impl Applier {
         let DdlApply::Follow { selection, inverse } = &self.config.ddl else {
             return Ok(None);
         };
-        let history = NameHistory::read(&self.client)
-            .await
-            .map_err(|e| ApplyError::Ddl {
+        let history = NameHistory::read(&self.client).await.map_err(|e| match e {
+            // Keeps the SQLSTATE, so that the error is classified as any other.
+            pgsync_ddl::DdlError::Postgres { context, source } => {
+                ApplyError::Postgres { context, source }
+            }
+            other => ApplyError::Ddl {
                 statement: String::new(),
-                reason: e.to_string(),
+                reason: other.to_string(),
                 end_lsn: Lsn::INVALID,
-            })?;
+            },
+        })?;
         let original = inverse.table(&r.name);
         let now = history.current_name(&original);
         if now.schema == "pgsync" || !selection.contains(&now) {

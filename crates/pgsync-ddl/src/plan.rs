@@ -56,6 +56,8 @@ pub struct Plan {
     pub statements: Vec<String>,
     /// The source tables the statements act on (for the caller's caches).
     pub tables: Vec<QualifiedName>,
+    /// The source tables the statements create (destination names: map them).
+    pub created: Vec<QualifiedName>,
 }
 
 /// Plans the replay of captured DDL for one task.
@@ -118,6 +120,7 @@ impl Planner {
         };
 
         let mut tables: Vec<QualifiedName> = Vec::new();
+        let mut created: Vec<QualifiedName> = Vec::new();
         let mut statements = Vec::new();
         for p in &picked {
             if !msg.explicit && !self.is_the_fired_statement(msg, &p.node) {
@@ -186,6 +189,9 @@ impl Planner {
                 }
             };
             statements.push(text);
+            if let (NodeEnum::CreateStmt(_), Some(t)) = (&p.node, statement::main_table(&p.node)) {
+                created.push(self.qualify(msg, &t));
+            }
             for (t, _) in named {
                 if t != *INDEX_SELECTED && !tables.contains(&t) {
                     tables.push(t);
@@ -210,6 +216,7 @@ impl Planner {
                 .collect(),
             statements,
             tables,
+            created,
         })
     }
 

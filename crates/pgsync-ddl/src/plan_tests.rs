@@ -84,6 +84,7 @@ fn the_statement_that_fired_is_picked_out_of_a_multi_statement_query() {
     assert_eq!(first.statements, ["CREATE TABLE a (id int primary key)"]);
     assert_eq!(first.search_path, ["public"]);
     assert_eq!(first.tables, [QualifiedName::new("public", "a")]);
+    assert_eq!(first.created, [QualifiedName::new("public", "a")]);
     let second = replay(p.plan(&msg(
         "CREATE TABLE",
         1,
@@ -98,6 +99,7 @@ fn the_statement_that_fired_is_picked_out_of_a_multi_statement_query() {
         vec![table_cmd("ALTER TABLE", "public", "b", "p")],
     )));
     assert_eq!(alter.statements, ["ALTER TABLE b ADD COLUMN c int"]);
+    assert!(alter.created.is_empty());
 }
 
 #[test]

@@ -237,6 +237,10 @@ fn ddl_mode(spec: &TaskSpec, inverse: Option<&Mapping>) -> DdlApply {
         None => DdlApply::Replay {
             planner: pgsync_ddl::Planner::new(spec.objects.clone(), spec.mapping.clone()),
             unsupported: spec.sync.ddl_unsupported,
+            reverse_publication: spec
+                .sync
+                .two_way
+                .then(|| TaskNames::new(&spec.name, Direction::Reverse).publication),
         },
         Some(inverse) => DdlApply::Follow {
             selection: spec.objects.clone(),

@@ -1,0 +1,136 @@
+//! DDL replay in the applier against real servers: the DDL message runs at its place in
+//! the destination transaction even when rows before it are held back for COPY or
+//! streaming into one, and tables it creates join the reverse publication.
+
+use std::time::Duration;
+
+use pgsync_apply::{Applier, ApplierConfig, DdlApply};
+use pgsync_ddl::capture::{self, CaptureTask};
+use pgsync_ddl::{Planner, Unsupported};
+use pgsync_names::{Mapping, Selection};
+use pgsync_testkit::Cluster;
+use pgsync_wal::txn::{Assembled, Assembler, AssemblerConfig};
+use pgsync_wal::{
+    CreateSlot, Lsn, ReplicationConfig, ReplicationConnection, SlotSnapshot, StartOptions,
+};
+use tokio_postgres::Client;
+
+async fn wal_lsn(c: &Client) -> Lsn {
+    c.query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get::<_, &str>(0)
+        .parse()
+        .unwrap()
+}
+
+async fn checksum(c: &Client, table: &str) -> (i64, String) {
+    let row = c
+        .query_one(
+            &format!(
+                "SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test]
+async fn ddl_between_copied_rows_runs_in_place_and_new_tables_join_the_reverse_publication() {
+    let (a, b) = tokio::try_join!(
+        Cluster::builder().database("db").start(),
+        Cluster::builder().database("db").start()
+    )
+    .unwrap();
+    let (ca, cb) = (a.client().await.unwrap(), b.client().await.unwrap());
+    let table = "CREATE TABLE t (id int PRIMARY KEY, v text)";
+    ca.batch_execute(table).await.unwrap();
+    cb.batch_execute(&format!("{table}; CREATE PUBLICATION rev FOR TABLE t"))
+        .await
+        .unwrap();
+    ca.batch_execute("CREATE PUBLICATION pub FOR TABLE t")
+        .await
+        .unwrap();
+    let selection = Selection::parse(["public.*"], []).unwrap();
+    capture::install(
+        &ca,
+        &CaptureTask {
+            task: "x",
+            publication: "pub",
+            selection: &selection,
+        },
+    )
+    .await
+    .unwrap();
+    let mut conn = ReplicationConnection::connect(&ReplicationConfig::parse(&a.dsn()).unwrap())
+        .await
+        .unwrap();
+    conn.create_slot(&CreateSlot::new("slot").snapshot(SlotSnapshot::Nothing))
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+
+    // 300 rows (a COPY run, streaming from 100), the ALTER, 300 rows of the new shape, and
+    // a new table with its rows, all in one source transaction.
+    ca.batch_execute(
+        "BEGIN;
+         INSERT INTO t SELECT g, 'a' || g FROM generate_series(1, 300) g;
+         ALTER TABLE t ADD COLUMN w int NOT NULL DEFAULT 0;
+         INSERT INTO t SELECT g, 'b', g FROM generate_series(301, 600) g;
+         CREATE TABLE u (id int PRIMARY KEY);
+         INSERT INTO u SELECT generate_series(1, 100);
+         COMMIT;",
+    )
+    .await
+    .unwrap();
+    let target = wal_lsn(&ca).await;
+
+    let mut config = ApplierConfig::new("pgsync_test");
+    config.copy_stream_rows = 100;
+    config.ddl = DdlApply::Replay {
+        planner: Planner::new(selection, Mapping::identity()),
+        unsupported: Unsupported::Fail,
+        reverse_publication: Some("rev".into()),
+    };
+    let mut applier = Applier::new(b.client().await.unwrap(), config)
+        .await
+        .unwrap();
+    let conn = ReplicationConnection::connect(&ReplicationConfig::parse(&a.dsn()).unwrap())
+        .await
+        .unwrap();
+    let mut stream = conn
+        .start_replication(&StartOptions::new("slot", ["pub"]))
+        .await
+        .unwrap();
+    let mut assembler = Assembler::new(AssemblerConfig::default());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while applier.progress() < target {
+        let data = tokio::time::timeout_at(deadline, stream.recv())
+            .await
+            .expect("timed out")
+            .unwrap()
+            .unwrap();
+        if let Some(Assembled::Transaction(txn)) = assembler.push_payload(&data.data).unwrap() {
+            applier.apply(std::slice::from_ref(&txn)).await.unwrap();
+        }
+    }
+    stream.stop().await.unwrap();
+
+    for t in ["t", "u"] {
+        assert_eq!(checksum(&ca, t).await, checksum(&cb, t).await, "{t}");
+    }
+    assert_eq!(checksum(&cb, "t").await.0, 600);
+    let published: Vec<String> = cb
+        .query(
+            "SELECT tablename::text FROM pg_publication_tables WHERE pubname = 'rev' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(published, ["t", "u"]);
+}
