@@ -69,6 +69,13 @@ async fn a_prepared_pair_passes_and_a_table_without_key_fails_until_it_gets_repl
         .batch_execute("ALTER TABLE log REPLICA IDENTITY FULL")
         .await
         .unwrap();
+    // A prepared source bounds the WAL a slot may hold (else wal_keep warns).
+    for sql in [
+        "ALTER SYSTEM SET max_slot_wal_keep_size = '10GB'",
+        "SELECT pg_reload_conf()",
+    ] {
+        a.client().await.unwrap().batch_execute(sql).await.unwrap();
+    }
     let report = precheck::run(&spec(&a, &b, "")).await;
     assert!(report.ok(), "{report}");
     assert_eq!(report.status(), Status::Pass, "{report}");

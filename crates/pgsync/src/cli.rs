@@ -127,4 +127,8 @@ pub(crate) struct PrecheckArgs {
     /// Print the report as JSON (for automation).
     #[arg(long)]
     pub(crate) json: bool,
+    /// Fix what pgsync may fix itself, then check: sets REPLICA IDENTITY FULL on selected
+    /// source tables that have neither a primary key nor a replica identity.
+    #[arg(long)]
+    pub(crate) fix: bool,
 }

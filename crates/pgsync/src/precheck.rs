@@ -1,4 +1,5 @@
-//! `pgsync precheck`: load the task file, run every check, print the report.
+//! `pgsync precheck`: load the task file, run every check, print the report. With
+//! `--fix`, first set REPLICA IDENTITY FULL where a selected table has no key.
 
 use std::io::Write as _;
 
@@ -11,6 +12,16 @@ use crate::cli::PrecheckArgs;
 
 pub(crate) async fn run(args: PrecheckArgs) -> anyhow::Result<Exit> {
     let spec = TaskSpec::from_file(&args.task.config)?;
+    if args.fix {
+        let fixed = precheck::fix_replica_identity(&spec).await?;
+        if !fixed.is_empty() && !args.json {
+            let names: Vec<String> = fixed.iter().map(ToString::to_string).collect();
+            let line = format!("fixed: REPLICA IDENTITY FULL on {}\n", names.join(", "));
+            std::io::stdout()
+                .write_all(line.as_bytes())
+                .context("writing the report")?;
+        }
+    }
     let report = precheck::run(&spec).await;
     let text = if args.json {
         serde_json::to_string_pretty(&report).context("encoding the report")? + "\n"

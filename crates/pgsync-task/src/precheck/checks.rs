@@ -8,6 +8,7 @@ use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
 use super::report::{Report, Side};
+use super::{objects, server};
 use crate::endpoint::Endpoint;
 use crate::names::{Direction, TaskNames};
 use crate::spec::{ExistingTables, TaskSpec};
@@ -20,6 +21,9 @@ const MIN_VERSION_NUM: i32 = 140000;
 struct SourceTable {
     name: QualifiedName,
     partitioned: bool,
+    /// A partition: its rows arrive through the root, which alone must exist on the
+    /// destination (its partitions there may differ).
+    partition: bool,
     replica_identity: u8,
     has_pk: bool,
 }
@@ -51,6 +55,16 @@ pub async fn run(spec: &TaskSpec) -> Report {
             "catalog",
             describe(&e),
             "see the server log of the destination",
+        );
+    }
+    if let (Some(a), Some(b)) = (&source, &destination)
+        && let Err(e) = server::two_way_sequences(&mut report, spec, a, b).await
+    {
+        report.fail(
+            Side::Destination,
+            "catalog",
+            describe(&e),
+            "see the server logs",
         );
     }
     report
@@ -108,6 +122,11 @@ async fn check_source(
     )
     .await?;
     check_capacity(report, side, a).await?;
+    server::wal_keep(report, side, a).await?;
+    server::transport(report, side, &spec.source, a).await?;
+    if spec.sync.two_way {
+        server::free_origins(report, side, spec, a).await?;
+    }
 
     let tables = selected_tables(spec, a).await?;
     let names: BTreeSet<&QualifiedName> = tables.iter().map(|t| &t.name).collect();
@@ -162,9 +181,13 @@ async fn check_source(
             side,
             "replica_identity",
             format!("tables without primary key or replica identity (their UPDATEs and DELETEs cannot be replicated): {}", list(&no_identity)),
-            format!("add a primary key, or run ALTER TABLE {} REPLICA IDENTITY FULL", no_identity[0]),
+            format!(
+                "add a primary key, or run pgsync precheck --fix (it sets REPLICA IDENTITY FULL:                  ALTER TABLE {} REPLICA IDENTITY FULL, and so on)",
+                no_identity[0]
+            ),
         );
     }
+    objects::run(report, spec, a).await?;
     Ok(tables)
 }
 
@@ -188,7 +211,10 @@ async fn check_destination(
         )
         .await?;
         check_capacity(report, side, b).await?;
+        server::wal_keep(report, side, b).await?;
     }
+    server::transport(report, side, &spec.destination, b).await?;
+    server::free_origins(report, side, spec, b).await?;
     check_apply_privileges(report, b).await?;
     if spec
         .sync
@@ -237,6 +263,7 @@ async fn check_destination(
         .collect();
     let mapped: Vec<QualifiedName> = selected
         .iter()
+        .filter(|t| !t.partition)
         .map(|t| spec.mapping.table(&t.name))
         .collect();
     let clashing: Vec<String> = mapped
@@ -581,7 +608,8 @@ async fn selected_tables(
     let rows = a
         .query(
             "SELECT n.nspname, c.relname, c.relkind = 'p', c.relreplident::text,
-                    EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
+                    EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
+                    c.relispartition
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE c.relkind IN ('r', 'p')
                AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgsync')
@@ -597,13 +625,14 @@ async fn selected_tables(
             partitioned: r.get(2),
             replica_identity: r.get::<_, String>(3).bytes().next().unwrap_or(b'd'),
             has_pk: r.get(4),
+            partition: r.get(5),
         })
         .filter(|t| spec.objects.contains(&t.name))
         .collect())
 }
 
 /// Up to ten names, then a count.
-fn list(names: &[String]) -> String {
+pub(super) fn list(names: &[String]) -> String {
     let mut out = names
         .iter()
         .take(10)

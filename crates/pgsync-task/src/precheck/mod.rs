@@ -6,7 +6,11 @@
 //! connection), so a wrong password gives one clear line, not ten derived ones.
 
 mod checks;
+mod fix;
+mod objects;
 mod report;
+mod server;
 
 pub use checks::run;
+pub use fix::fix_replica_identity;
 pub use report::{Check, Report, Side, Status};
