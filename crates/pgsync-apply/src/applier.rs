@@ -189,12 +189,16 @@ pub struct Applier {
     careful: careful::CarefulState,
     /// DDL replay / reverse translation state (see `ddl.rs`).
     ddl: ddl::DdlState,
+    /// A streamed transaction applied as it arrives (see `eager.rs`).
+    eager: Option<eager::Eager>,
 }
 
 #[path = "careful.rs"]
 mod careful;
 #[path = "ddl.rs"]
 mod ddl;
+#[path = "eager.rs"]
+mod eager;
 pub use ddl::DdlApply;
 
 impl Applier {
@@ -244,6 +248,7 @@ impl Applier {
             insert_lsn,
             careful,
             ddl: ddl::DdlState::default(),
+            eager: None,
         })
     }
 
@@ -256,7 +261,8 @@ impl Applier {
     /// confirmed to the source. Asks the destination for its WAL flush position when
     /// commits are waiting for it.
     pub async fn durable(&mut self) -> Result<Lsn, ApplyError> {
-        if !self.flush.has_pending() {
+        // With a transaction applied early, the connection may be in the middle of a COPY.
+        if !self.flush.has_pending() || self.eager.is_some() {
             return Ok(self.flush.durable());
         }
         let row = self
@@ -283,6 +289,8 @@ impl Applier {
     /// transaction. Transactions at or below the origin's progress are skipped. On error
     /// nothing of the group is applied.
     pub async fn apply(&mut self, group: &[Transaction]) -> Result<(), ApplyError> {
+        // Early work of a streamed transaction cannot stay open under another commit.
+        self.eager_abandon().await;
         let todo: Vec<&Transaction> = group.iter().filter(|t| t.end_lsn > self.progress).collect();
         let Some(last) = todo.last().copied() else {
             return Ok(());

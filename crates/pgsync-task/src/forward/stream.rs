@@ -17,8 +17,9 @@ use std::time::Duration;
 use futures_util::FutureExt as _;
 use pgsync_apply::{Applier, ApplierConfig};
 use pgsync_wal::txn::{Assembled, Assembler, AssemblerConfig};
-use pgsync_wal::{ReplicationConnection, StartOptions, Transaction};
+use pgsync_wal::{ReplicationConnection, StartOptions, Transaction, XLogData};
 
+use super::early::Early;
 use super::link::Link;
 use super::{Backoff, Shutdown, initial};
 use crate::error::TaskError;
@@ -88,11 +89,18 @@ pub(super) async fn run(
     let mut stream = conn.start_replication(&options).await?;
     tracing::info!(direction = ?link.direction, slot = %link.names.slot, from = %applier.progress(), "streaming changes");
 
-    let mut assembler = Assembler::new(AssemblerConfig::default());
+    // Streamed transactions go to the applier as they arrive when loop prevention does
+    // not need them whole (no pgsync origins to drop, or the server drops them).
+    let early = link.loop_filter.is_none() || options.origin_none;
+    let mut assembler = Assembler::new(AssemblerConfig {
+        emit_streamed: early,
+        ..AssemblerConfig::default()
+    });
     let mut tick = tokio::time::interval(FEEDBACK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut group = Group {
         hooks: link.hooks.clone(),
+        early: Early::new(early),
         ..Group::default()
     };
     loop {
@@ -109,11 +117,11 @@ pub(super) async fn run(
             }
             msg = stream.recv() => {
                 let Some(data) = msg? else { return Err(TaskError::StreamEnded) };
-                group.collect(link, &mut assembler, &data.data, &mut applier).await?;
+                group.collect(link, &mut assembler, &data, &mut applier).await?;
                 // Whatever else is already here joins the group (recv is cancel-safe).
                 while !group.full() {
                     match stream.recv().now_or_never() {
-                        Some(Ok(Some(more))) => group.collect(link, &mut assembler, &more.data, &mut applier).await?,
+                        Some(Ok(Some(more))) => group.collect(link, &mut assembler, &more, &mut applier).await?,
                         Some(Ok(None)) | None => break,
                         Some(Err(e)) => return Err(e.into()),
                     }
@@ -138,6 +146,8 @@ struct Group {
     bytes: usize,
     /// Metrics and throttle (crate::ops).
     hooks: Hooks,
+    /// Streamed transactions applied as they arrive (see early.rs).
+    early: Early,
 }
 
 impl Group {
@@ -153,11 +163,27 @@ impl Group {
         &mut self,
         link: &Link,
         assembler: &mut Assembler,
-        payload: &bytes::Bytes,
+        data: &XLogData,
         applier: &mut Applier,
     ) -> Result<(), TaskError> {
-        match assembler.push_payload(payload)? {
+        match assembler.push_payload(&data.data)? {
+            Some(Assembled::StreamedChange { xid, change, .. }) => {
+                let alone = self.txns.is_empty() && assembler.open_streams() == 1;
+                self.early
+                    .change(applier, xid, change, data.wal_start, alone)
+                    .await;
+            }
+            Some(Assembled::StreamAborted { xid, subxid }) => {
+                self.early.aborted(applier, xid, subxid).await;
+            }
             Some(Assembled::Transaction(txn)) => {
+                let waiting = !self.txns.is_empty();
+                if self.early.completed(applier, &txn, waiting).await? {
+                    self.hooks
+                        .applied(std::slice::from_ref(&txn), txn.len(), txn.memory_bytes())
+                        .await;
+                    return Ok(());
+                }
                 let echo = match &link.loop_filter {
                     Some(f) => f.is_echo(&txn)?,
                     None => false,
