@@ -379,8 +379,7 @@ async fn unsupported_ddl_stops_the_task_under_fail_and_is_left_out_under_skip() 
             )),
         ),
     ];
-    let mut next_id = 2;
-    for (statement, reason, fix) in forms {
+    for (next_id, (statement, reason, fix)) in (2..).zip(forms) {
         ca.batch_execute(statement).await.unwrap();
         ca.execute("INSERT INTO t (id, v) VALUES ($1, 0)", &[&next_id])
             .await
@@ -407,7 +406,6 @@ async fn unsupported_ddl_stops_the_task_under_fail_and_is_left_out_under_skip() 
         wait_converged(&a, &b, &["t"], Duration::from_secs(30), &pgsync.log_text()).await;
         assert!(pgsync.log_text().contains("unsupported DDL skipped"));
         assert!(pgsync.stop().await.success());
-        next_id += 1;
     }
     // The index from the DO block stays on A only; rows are equal.
     let has_index = "SELECT count(*) FROM pg_indexes WHERE indexname = 't_v_idx'";
