@@ -316,6 +316,11 @@ impl Applier {
             .iter()
             .map(|row| row.get(0))
             .collect();
+        if present.is_empty() && history.table_dropped(&now) {
+            // B wrote to it before B replayed the DROP: the table is gone on A.
+            tracing::warn!(table = %now, "rows written on the destination to a table the source dropped are not applied");
+            return Ok(None);
+        }
         let mut columns = Vec::with_capacity(r.columns.len());
         let mut keep = Vec::with_capacity(r.columns.len());
         for (i, c) in r.columns.iter().enumerate() {

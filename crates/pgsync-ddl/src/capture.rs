@@ -82,6 +82,11 @@ CREATE TABLE IF NOT EXISTS pgsync.ddl_renames (
     new_schema text NOT NULL,
     new_name text NOT NULL
 );
+CREATE TABLE IF NOT EXISTS pgsync.ddl_dropped_tables (
+    schema_name text NOT NULL,
+    table_name text NOT NULL,
+    PRIMARY KEY (schema_name, table_name)
+);
 CREATE TABLE IF NOT EXISTS pgsync.ddl_dropped_columns (
     schema_name text NOT NULL,
     table_name text NOT NULL,
@@ -134,6 +139,8 @@ BEGIN
             SET schema_name = EXCLUDED.schema_name, table_name = EXCLUDED.table_name
             WHERE (ddl_relnames.schema_name, ddl_relnames.table_name)
                   IS DISTINCT FROM (EXCLUDED.schema_name, EXCLUDED.table_name);
+        DELETE FROM pgsync.ddl_dropped_tables dt
+            WHERE dt.schema_name = rel->>'schema' AND dt.table_name = rel->>'name';
         IF c->>'tag' = 'CREATE TABLE' AND c->>'object_type' = 'table'
             AND rel->>'persistence' = 'p' AND NOT (rel->>'partition')::boolean THEN
             FOR t IN SELECT * FROM pgsync.ddl_tasks LOOP
@@ -155,8 +162,10 @@ BEGIN
             INSERT INTO pgsync.ddl_dropped_columns
                 VALUES (d->'names'->>0, d->'names'->>1, d->'names'->>2)
                 ON CONFLICT DO NOTHING;
-        ELSIF d->>'object_type' = 'table' THEN
+        ELSIF d->>'object_type' = 'table' AND NOT (d->>'temporary')::boolean THEN
             DELETE FROM pgsync.ddl_relnames r WHERE r.relid = (d->>'oid')::oid;
+            INSERT INTO pgsync.ddl_dropped_tables VALUES (d->'names'->>0, d->'names'->>1)
+                ON CONFLICT DO NOTHING;
         END IF;
     END LOOP;
 END
@@ -405,7 +414,8 @@ pub async fn uninstall(client: &Client, task: &str) -> Result<bool, DdlError> {
                      DROP FUNCTION IF EXISTS pgsync.ddl_is_empty(oid);
                      DROP FUNCTION IF EXISTS pgsync.ddl_selected(pgsync.ddl_tasks, text, text);
                      DROP TABLE IF EXISTS pgsync.ddl_tasks, pgsync.ddl_relnames,
-                         pgsync.ddl_renames, pgsync.ddl_dropped_columns;",
+                         pgsync.ddl_renames, pgsync.ddl_dropped_columns,
+                         pgsync.ddl_dropped_tables;",
                 )
                 .await
                 .map_err(DdlError::pg("removing the DDL capture"))?;
@@ -430,6 +440,8 @@ pub struct NameHistory {
     pub renames: Vec<(QualifiedName, QualifiedName)>,
     /// Columns dropped on the source: (table as named when dropped, column).
     pub dropped_columns: Vec<(QualifiedName, String)>,
+    /// Tables dropped on the source (and not created again under that name).
+    pub dropped_tables: Vec<QualifiedName>,
 }
 
 impl NameHistory {
@@ -473,9 +485,20 @@ impl NameHistory {
                 )
             })
             .collect();
+        let dropped_tables = client
+            .query(
+                "SELECT schema_name, table_name FROM pgsync.ddl_dropped_tables",
+                &[],
+            )
+            .await
+            .map_err(DdlError::pg("reading pgsync.ddl_dropped_tables"))?
+            .iter()
+            .map(|r| QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)))
+            .collect();
         Ok(Self {
             renames,
             dropped_columns,
+            dropped_tables,
         })
     }
 
@@ -488,6 +511,11 @@ impl NameHistory {
             }
         }
         name
+    }
+
+    /// Whether the table now named `table` was dropped.
+    pub fn table_dropped(&self, table: &QualifiedName) -> bool {
+        self.dropped_tables.contains(table)
     }
 
     /// Whether `column` of the table now named `table` was dropped (under any of its
@@ -534,7 +562,9 @@ mod tests {
         let h = NameHistory {
             renames: vec![(q("a"), q("b")), (q("x"), q("y")), (q("b"), q("c"))],
             dropped_columns: vec![(q("a"), "gone".into())],
+            dropped_tables: vec![q("c")],
         };
+        assert!(h.table_dropped(&q("c")));
         assert_eq!(h.current_name(&q("a")), q("c"));
         assert_eq!(h.current_name(&q("b")), q("c"));
         assert_eq!(h.current_name(&q("z")), q("z"));

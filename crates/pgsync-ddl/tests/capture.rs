@@ -204,6 +204,7 @@ async fn drops_renames_functions_and_explicit_ddl_are_told_apart() {
     let q = |n: &str| QualifiedName::new("public", n);
     assert_eq!(history.current_name(&q("t")), q("t2"));
     assert!(history.column_dropped(&q("t2"), "a"));
+    assert!(history.table_dropped(&q("t2")));
 }
 
 #[tokio::test]
