@@ -7,7 +7,7 @@ use std::time::Duration;
 use pgsync_apply::{Applier, ApplierConfig, DdlApply};
 use pgsync_ddl::capture::{self, CaptureTask};
 use pgsync_ddl::{Planner, Unsupported};
-use pgsync_names::{Mapping, Selection};
+use pgsync_names::{Mapping, QualifiedName, Selection};
 use pgsync_testkit::Cluster;
 use pgsync_wal::txn::{Assembled, Assembler, AssemblerConfig};
 use pgsync_wal::{
@@ -37,29 +37,20 @@ async fn checksum(c: &Client, table: &str) -> (i64, String) {
     (row.get(0), row.get(1))
 }
 
-#[tokio::test]
-async fn ddl_between_copied_rows_runs_in_place_and_new_tables_join_the_reverse_publication() {
-    let (a, b) = tokio::try_join!(
-        Cluster::builder().database("db").start(),
-        Cluster::builder().database("db").start()
+/// A with table `t` (in `pub`) and the capture for `selection`; a slot.
+async fn source(a: &Cluster, selection: &Selection) -> Client {
+    let ca = a.client().await.unwrap();
+    ca.batch_execute(
+        "CREATE TABLE t (id int PRIMARY KEY, v text); CREATE PUBLICATION pub FOR TABLE t",
     )
+    .await
     .unwrap();
-    let (ca, cb) = (a.client().await.unwrap(), b.client().await.unwrap());
-    let table = "CREATE TABLE t (id int PRIMARY KEY, v text)";
-    ca.batch_execute(table).await.unwrap();
-    cb.batch_execute(&format!("{table}; CREATE PUBLICATION rev FOR TABLE t"))
-        .await
-        .unwrap();
-    ca.batch_execute("CREATE PUBLICATION pub FOR TABLE t")
-        .await
-        .unwrap();
-    let selection = Selection::parse(["public.*"], []).unwrap();
     capture::install(
         &ca,
         &CaptureTask {
             task: "x",
             publication: "pub",
-            selection: &selection,
+            selection,
         },
     )
     .await
@@ -71,29 +62,13 @@ async fn ddl_between_copied_rows_runs_in_place_and_new_tables_join_the_reverse_p
         .await
         .unwrap();
     conn.close().await.unwrap();
+    ca
+}
 
-    // 300 rows (a COPY run, streaming from 100), the ALTER, 300 rows of the new shape, and
-    // a new table with its rows, all in one source transaction.
-    ca.batch_execute(
-        "BEGIN;
-         INSERT INTO t SELECT g, 'a' || g FROM generate_series(1, 300) g;
-         ALTER TABLE t ADD COLUMN w int NOT NULL DEFAULT 0;
-         INSERT INTO t SELECT g, 'b', g FROM generate_series(301, 600) g;
-         CREATE TABLE u (id int PRIMARY KEY);
-         INSERT INTO u SELECT generate_series(1, 100);
-         COMMIT;",
-    )
-    .await
-    .unwrap();
-    let target = wal_lsn(&ca).await;
-
-    let mut config = ApplierConfig::new("pgsync_test");
-    config.copy_stream_rows = 100;
-    config.ddl = DdlApply::Replay {
-        planner: Planner::new(selection, Mapping::identity()),
-        unsupported: Unsupported::Fail,
-        reverse_publication: Some("rev".into()),
-    };
+/// Streams A's changes into an applier on B with `config` until everything up to now
+/// is applied.
+async fn sync(a: &Cluster, b: &Cluster, config: ApplierConfig) {
+    let target = wal_lsn(&a.client().await.unwrap()).await;
     let mut applier = Applier::new(b.client().await.unwrap(), config)
         .await
         .unwrap();
@@ -117,6 +92,49 @@ async fn ddl_between_copied_rows_runs_in_place_and_new_tables_join_the_reverse_p
         }
     }
     stream.stop().await.unwrap();
+}
+
+async fn pair() -> (Cluster, Cluster) {
+    tokio::try_join!(
+        Cluster::builder().database("db").start(),
+        Cluster::builder().database("db").start()
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn ddl_between_copied_rows_runs_in_place_and_new_tables_join_the_reverse_publication() {
+    let (a, b) = pair().await;
+    let selection = Selection::parse(["public.*"], []).unwrap();
+    let ca = source(&a, &selection).await;
+    let cb = b.client().await.unwrap();
+    cb.batch_execute(
+        "CREATE TABLE t (id int PRIMARY KEY, v text); CREATE PUBLICATION rev FOR TABLE t",
+    )
+    .await
+    .unwrap();
+
+    // 300 rows (a COPY run, streaming from 100), the ALTER, 300 rows of the new shape, and
+    // a new table with its rows, all in one source transaction.
+    ca.batch_execute(
+        "BEGIN;
+         INSERT INTO t SELECT g, 'a' || g FROM generate_series(1, 300) g;
+         ALTER TABLE t ADD COLUMN w int NOT NULL DEFAULT 0;
+         INSERT INTO t SELECT g, 'b', g FROM generate_series(301, 600) g;
+         CREATE TABLE u (id int PRIMARY KEY);
+         INSERT INTO u SELECT generate_series(1, 100);
+         COMMIT;",
+    )
+    .await
+    .unwrap();
+    let mut config = ApplierConfig::new("pgsync_test");
+    config.copy_stream_rows = 100;
+    config.ddl = DdlApply::Replay {
+        planner: Planner::new(selection, Mapping::identity()),
+        unsupported: Unsupported::Fail,
+        reverse_publication: Some("rev".into()),
+    };
+    sync(&a, &b, config).await;
 
     for t in ["t", "u"] {
         assert_eq!(checksum(&ca, t).await, checksum(&cb, t).await, "{t}");
@@ -133,4 +151,73 @@ async fn ddl_between_copied_rows_runs_in_place_and_new_tables_join_the_reverse_p
         .map(|r| r.get(0))
         .collect();
     assert_eq!(published, ["t", "u"]);
+}
+
+#[tokio::test]
+async fn ddl_is_rewritten_through_the_mapping_and_runs_on_the_renamed_objects() {
+    let (a, b) = pair().await;
+    let selection = Selection::parse(["public.*"], []).unwrap();
+    let ca = source(&a, &selection).await;
+    let cb = b.client().await.unwrap();
+    cb.batch_execute("CREATE SCHEMA dst; CREATE TABLE dst.t_b (id int PRIMARY KEY, value text)")
+        .await
+        .unwrap();
+    let mut mapping = Mapping::identity();
+    mapping.schemas.insert("public".into(), "dst".into());
+    mapping.tables.insert(
+        QualifiedName::new("public", "t"),
+        QualifiedName::new("dst", "t_b"),
+    );
+    mapping
+        .columns
+        .entry(QualifiedName::new("public", "t"))
+        .or_default()
+        .insert("v".into(), "value".into());
+
+    ca.batch_execute(
+        "INSERT INTO t VALUES (1, 'one');
+         ALTER TABLE t ALTER COLUMN v SET NOT NULL, ADD COLUMN n int DEFAULT 5;
+         CREATE INDEX t_v_idx ON t (v);
+         BEGIN;
+         CREATE TABLE other (id serial PRIMARY KEY, t_id int REFERENCES t (id));
+         INSERT INTO other (t_id) VALUES (1);
+         ALTER TABLE other RENAME TO other2;
+         INSERT INTO other2 (t_id) VALUES (1);
+         COMMIT;
+         INSERT INTO t VALUES (2, 'two', 6);",
+    )
+    .await
+    .unwrap();
+    let mut config = ApplierConfig::new("pgsync_test");
+    config.mapping = mapping.clone();
+    config.ddl = DdlApply::Replay {
+        planner: Planner::new(selection, mapping),
+        unsupported: Unsupported::Fail,
+        reverse_publication: None,
+    };
+    sync(&a, &b, config).await;
+
+    assert_eq!(checksum(&ca, "t").await, checksum(&cb, "dst.t_b").await);
+    assert_eq!(
+        checksum(&ca, "other2").await,
+        checksum(&cb, "dst.other2").await
+    );
+    let not_null: bool = cb
+        .query_one(
+            "SELECT attnotnull FROM pg_attribute WHERE attrelid = 'dst.t_b'::regclass AND attname = 'value'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(not_null);
+    let index: i64 = cb
+        .query_one(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'dst' AND indexname = 't_v_idx'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(index, 1);
 }
