@@ -145,10 +145,18 @@ impl Planner {
             if named.iter().any(|(_, temp)| *temp) || touches_temp(msg) {
                 return unsupported(p.text, "acts on a temporary object".into());
             }
+            // A new partition goes with its parent (the selection names the parent).
+            let partition = match &p.node {
+                NodeEnum::CreateStmt(c) if c.partbound.is_some() => {
+                    statement::main_table(&p.node).map(|t| self.qualify(msg, &t))
+                }
+                _ => None,
+            };
             let outside: Vec<String> = named
                 .iter()
                 .filter(|(t, _)| {
                     *t != *INDEX_SELECTED
+                        && Some(t) != partition.as_ref()
                         && (t.schema == STATE_SCHEMA || !self.selection.contains(t))
                 })
                 .map(|(t, _)| t.to_string())
@@ -159,7 +167,7 @@ impl Planner {
                 statements.push(p.text.trim().to_owned());
                 continue;
             }
-            if named.is_empty() || outside.len() == named.len() {
+            if named.is_empty() || outside.len() == named.len() - usize::from(partition.is_some()) {
                 continue;
             }
             if !outside.is_empty() {

@@ -366,3 +366,26 @@ fn schemas_the_selection_covers_are_created_and_others_ignored() {
     m.query = "create schema app3 create table t (a int)".into();
     assert!(reason(p.plan(&m)).contains("inside CREATE SCHEMA"));
 }
+
+#[test]
+fn a_new_partition_follows_its_parent() {
+    let p = Planner::new(selection(&["public.events"], &[]), Mapping::identity());
+    let mut cmd = table_cmd("CREATE TABLE", "public", "events_2024", "p");
+    cmd.relation.as_mut().unwrap().partition = true;
+    let plan = replay(p.plan(&msg(
+        "CREATE TABLE",
+        0,
+        "create table events_2024 partition of events for values from (2024) to (2025)",
+        vec![cmd.clone()],
+    )));
+    assert_eq!(plan.statements.len(), 1);
+    let mut other = cmd;
+    other.relation.as_mut().unwrap().name = "logs_2024".into();
+    let d = p.plan(&msg(
+        "CREATE TABLE",
+        0,
+        "create table logs_2024 partition of logs for values from (2024) to (2025)",
+        vec![other],
+    ));
+    assert!(matches!(d, Decision::Ignore(_)), "{d:?}");
+}
