@@ -15,6 +15,7 @@
 # is faster) and the peak RSS.
 #
 # Env: REPS (2) runs per measurement; WORKLOADS ("a b c"); PEERS ("native15 native18");
+# PGSYNC_PG (15) the PostgreSQL version of pgsync's own pair of clusters (15 or 18);
 # DURATION (30); CLIENTS (4); SINGLE_ROWS (1000000); BULK_ROWS (1000000);
 # PORT_BASE (55470: pgsync uses +0/+1, PG15 peers +2/+3, PG18 peers +4/+5);
 # PG18_BIN (default: what scripts/install-pg18.sh prints); KIT (../shared/bench);
@@ -40,7 +41,8 @@ source "$KIT/lib.sh"
 
 (cd "$ROOT" && cargo build --release -p pgsync)
 PGSYNC_BIN=$ROOT/target/release/pgsync
-if [[ " $PEERS " == *" native18 "* ]]; then
+PGSYNC_PG=${PGSYNC_PG:-15}
+if [[ " $PEERS " == *" native18 "* || $PGSYNC_PG = 18 ]]; then
   PG18_BIN=${PG18_BIN:-$("$ROOT/scripts/install-pg18.sh")}
 fi
 OUT=$(mktemp -d /tmp/pgsync-catchup-bench.XXXXXX)
@@ -117,6 +119,7 @@ slot_behind() { q "$1" "SELECT pg_size_pretty(max(pg_wal_lsn_diff(pg_current_wal
 
 # ------------------------------------------------------------------ pgsync runs
 run_pgsync() {
+  if [ "$PGSYNC_PG" = 18 ]; then export PGBIN=$PG18_BIN; fi
   init_run "pgsync_catchup-s$SCALE"
   A=$RUN/A; B=$RUN/B
   kit_cluster A "$PORT_BASE"
@@ -136,6 +139,7 @@ dsn = "$(dsn "$B")"
 EOF
   note "pgsync catch-up; scale $SCALE; reps $REPS; workloads $WORKLOADS; $(date -Is)"
   res "host" "$(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+  res "servers" "$("$PGBIN/postgres" --version)"
   res "pgsync" "$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet -- crates || echo '+changes')"
 
   # initial sync, until streaming and B has every row
@@ -155,6 +159,7 @@ EOF
   res "initial sync: max VmRSS / VmHWM (MB)" "$(maxcol 2 < "$RUN/initial.rss") / $(maxcol 3 < "$RUN/initial.rss")"
   cp "$SUMMARY" "$OUT/pgsync.txt"
   cleanup; CLUSTERS=()
+  export PGBIN=$PG15_BIN
 }
 
 # cpu_of PID: user + system CPU seconds the process has used so far
