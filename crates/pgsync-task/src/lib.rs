@@ -8,6 +8,7 @@ mod names;
 pub mod ops;
 pub mod precheck;
 pub mod release;
+mod sequences;
 mod spec;
 pub mod state;
 pub mod status;

@@ -29,6 +29,7 @@ use crate::ops::metrics::RunState;
 use crate::ops::retry::{self, Decision, ErrorClass, Retrier, RetryPolicy};
 use crate::ops::{Ops, RunOptions};
 use crate::precheck;
+use crate::sequences::SequenceSync;
 use crate::spec::TaskSpec;
 use crate::state::{self, Phase, RunnerLock};
 
@@ -174,7 +175,12 @@ async fn run_task(
             forward.hooks = ops.hooks(Direction::Forward);
             if !spec.sync.two_way {
                 ops.metrics.set_state(RunState::Streaming);
-                return stream::run(&forward, &mut stop, &mut backoff).await;
+                let sequences = SequenceSync::start(spec);
+                let streamed = stream::run(&forward, &mut stop, &mut backoff).await;
+                if let (Ok(()), Some(s)) = (&streamed, sequences) {
+                    s.finish().await;
+                }
+                return streamed;
             }
             // Two-way: the reverse direction streams once the forward one does.
             let source = spec
