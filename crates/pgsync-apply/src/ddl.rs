@@ -324,7 +324,11 @@ impl Applier {
         let mut columns = Vec::with_capacity(r.columns.len());
         let mut keep = Vec::with_capacity(r.columns.len());
         for (i, c) in r.columns.iter().enumerate() {
-            let name = inverse.column(&r.name, &c.name);
+            let mut name = inverse.column(&r.name, &c.name);
+            if !present.contains(&name) {
+                // Renamed on A since B wrote the row.
+                name = history.current_column(&now, &name);
+            }
             if !present.contains(&name) && history.column_dropped(&now, &name) {
                 continue;
             }

@@ -73,7 +73,15 @@ CREATE TABLE IF NOT EXISTS pgsync.ddl_tasks (
 CREATE TABLE IF NOT EXISTS pgsync.ddl_relnames (
     relid oid PRIMARY KEY,
     schema_name text NOT NULL,
-    table_name text NOT NULL
+    table_name text NOT NULL,
+    columns jsonb NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS pgsync.ddl_column_renames (
+    id bigserial PRIMARY KEY,
+    schema_name text NOT NULL,
+    table_name text NOT NULL,
+    old_name text NOT NULL,
+    new_name text NOT NULL
 );
 CREATE TABLE IF NOT EXISTS pgsync.ddl_renames (
     id bigserial PRIMARY KEY,
@@ -121,6 +129,8 @@ DECLARE
     t pgsync.ddl_tasks;
     v_old_schema text;
     v_old_name text;
+    v_old_cols jsonb;
+    v_cols jsonb;
     v_relid oid;
 BEGIN
     FOR c IN SELECT * FROM jsonb_array_elements(cmds) LOOP
@@ -128,17 +138,29 @@ BEGIN
         CONTINUE WHEN rel IS NULL OR jsonb_typeof(rel) <> 'object'
             OR rel->>'kind' NOT IN ('r', 'p') OR rel->>'persistence' = 't';
         v_relid := (rel->>'oid')::oid;
-        SELECT r.schema_name, r.table_name INTO v_old_schema, v_old_name
+        v_cols := COALESCE((SELECT jsonb_object_agg(a.attnum::text, a.attname)
+                            FROM pg_attribute a
+                            WHERE a.attrelid = v_relid AND a.attnum > 0 AND NOT a.attisdropped),
+                           '{}');
+        SELECT r.schema_name, r.table_name, r.columns INTO v_old_schema, v_old_name, v_old_cols
             FROM pgsync.ddl_relnames r WHERE r.relid = v_relid;
         IF FOUND AND (v_old_schema, v_old_name) IS DISTINCT FROM (rel->>'schema', rel->>'name') THEN
             INSERT INTO pgsync.ddl_renames (old_schema, old_name, new_schema, new_name)
                 VALUES (v_old_schema, v_old_name, rel->>'schema', rel->>'name');
         END IF;
-        INSERT INTO pgsync.ddl_relnames VALUES (v_relid, rel->>'schema', rel->>'name')
+        IF FOUND THEN
+            -- The same column number under another name: a renamed column.
+            INSERT INTO pgsync.ddl_column_renames (schema_name, table_name, old_name, new_name)
+                SELECT rel->>'schema', rel->>'name', o.value #>> '{}', n.value #>> '{}'
+                FROM jsonb_each(v_old_cols) o JOIN jsonb_each(v_cols) n ON n.key = o.key
+                WHERE o.value <> n.value;
+        END IF;
+        INSERT INTO pgsync.ddl_relnames VALUES (v_relid, rel->>'schema', rel->>'name', v_cols)
             ON CONFLICT ON CONSTRAINT ddl_relnames_pkey DO UPDATE
-            SET schema_name = EXCLUDED.schema_name, table_name = EXCLUDED.table_name
-            WHERE (ddl_relnames.schema_name, ddl_relnames.table_name)
-                  IS DISTINCT FROM (EXCLUDED.schema_name, EXCLUDED.table_name);
+            SET schema_name = EXCLUDED.schema_name, table_name = EXCLUDED.table_name,
+                columns = EXCLUDED.columns
+            WHERE (ddl_relnames.schema_name, ddl_relnames.table_name, ddl_relnames.columns)
+                  IS DISTINCT FROM (EXCLUDED.schema_name, EXCLUDED.table_name, EXCLUDED.columns);
         DELETE FROM pgsync.ddl_dropped_tables dt
             WHERE dt.schema_name = rel->>'schema' AND dt.table_name = rel->>'name';
         IF c->>'tag' = 'CREATE TABLE' AND c->>'object_type' = 'table'
@@ -354,13 +376,18 @@ pub async fn install(client: &Client, task: &CaptureTask<'_>) -> Result<(), DdlE
         client
             .batch_execute(
                 "INSERT INTO pgsync.ddl_relnames
-                 SELECT c.oid, n.nspname, c.relname FROM pg_class c
+                 SELECT c.oid, n.nspname, c.relname,
+                        COALESCE((SELECT jsonb_object_agg(a.attnum::text, a.attname)
+                                  FROM pg_attribute a
+                                  WHERE a.attrelid = c.oid AND a.attnum > 0
+                                    AND NOT a.attisdropped), '{}')
+                 FROM pg_class c
                  JOIN pg_namespace n ON n.oid = c.relnamespace
                  WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
                    AND n.nspname NOT IN ('pg_catalog', 'information_schema')
                    AND n.nspname NOT LIKE 'pg\\_%'
                  ON CONFLICT (relid) DO UPDATE SET schema_name = EXCLUDED.schema_name,
-                    table_name = EXCLUDED.table_name",
+                    table_name = EXCLUDED.table_name, columns = EXCLUDED.columns",
             )
             .await
             .map_err(DdlError::pg("recording the source's table names"))?;
@@ -415,6 +442,7 @@ pub async fn uninstall(client: &Client, task: &str) -> Result<bool, DdlError> {
                      DROP FUNCTION IF EXISTS pgsync.ddl_selected(pgsync.ddl_tasks, text, text);
                      DROP TABLE IF EXISTS pgsync.ddl_tasks, pgsync.ddl_relnames,
                          pgsync.ddl_renames, pgsync.ddl_dropped_columns,
+                         pgsync.ddl_column_renames,
                          pgsync.ddl_dropped_tables;",
                 )
                 .await
@@ -442,6 +470,8 @@ pub struct NameHistory {
     pub dropped_columns: Vec<(QualifiedName, String)>,
     /// Tables dropped on the source (and not created again under that name).
     pub dropped_tables: Vec<QualifiedName>,
+    /// Column renames, oldest first: (table as named then, old column, new column).
+    pub column_renames: Vec<(QualifiedName, String, String)>,
 }
 
 impl NameHistory {
@@ -495,10 +525,28 @@ impl NameHistory {
             .iter()
             .map(|r| QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)))
             .collect();
+        let column_renames = client
+            .query(
+                "SELECT schema_name, table_name, old_name, new_name
+                 FROM pgsync.ddl_column_renames ORDER BY id",
+                &[],
+            )
+            .await
+            .map_err(DdlError::pg("reading pgsync.ddl_column_renames"))?
+            .iter()
+            .map(|r| {
+                (
+                    QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)),
+                    r.get::<_, String>(2),
+                    r.get::<_, String>(3),
+                )
+            })
+            .collect();
         Ok(Self {
             renames,
             dropped_columns,
             dropped_tables,
+            column_renames,
         })
     }
 
@@ -507,6 +555,17 @@ impl NameHistory {
         let mut name = table.clone();
         for (old, new) in &self.renames {
             if *old == name {
+                name = new.clone();
+            }
+        }
+        name
+    }
+
+    /// The name `column` of the table now named `table` has now, following renames.
+    pub fn current_column(&self, table: &QualifiedName, column: &str) -> String {
+        let mut name = column.to_owned();
+        for (t, old, new) in &self.column_renames {
+            if *old == name && (t == table || self.current_name(t) == *table) {
                 name = new.clone();
             }
         }
@@ -563,7 +622,13 @@ mod tests {
             renames: vec![(q("a"), q("b")), (q("x"), q("y")), (q("b"), q("c"))],
             dropped_columns: vec![(q("a"), "gone".into())],
             dropped_tables: vec![q("c")],
+            column_renames: vec![
+                (q("b"), "x".into(), "y".into()),
+                (q("c"), "y".into(), "z".into()),
+            ],
         };
+        assert_eq!(h.current_column(&q("c"), "x"), "z");
+        assert_eq!(h.current_column(&q("c"), "w"), "w");
         assert!(h.table_dropped(&q("c")));
         assert_eq!(h.current_name(&q("a")), q("c"));
         assert_eq!(h.current_name(&q("b")), q("c"));

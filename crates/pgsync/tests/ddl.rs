@@ -233,14 +233,18 @@ END;
 /// would: on "relation does not exist" it writes to the new name. Returns rows written.
 async fn note_writer(b: Client, stop: tokio::sync::watch::Receiver<bool>) -> i64 {
     let mut table = "notes";
+    let mut column = "body";
     let mut scratch = true;
     let mut written = 0;
     while !*stop.borrow() {
-        let sql = format!("INSERT INTO {table} (body) VALUES ('from b')");
+        let sql = format!("INSERT INTO {table} ({column}) VALUES ('from b')");
         match b.batch_execute(&sql).await {
             Ok(()) => written += 1,
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
                 table = "notes_renamed";
+            }
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_COLUMN) => {
+                column = "text";
             }
             Err(e) => panic!("{sql}: {e}"),
         }
@@ -292,6 +296,7 @@ async fn two_way_rename_add_and_drop_column_on_a_while_b_writes_lose_nothing() {
         "ALTER TABLE pgbench_history DROP COLUMN filler",
         "ALTER TABLE notes_renamed DROP COLUMN extra",
         "ALTER TABLE notes_renamed ADD COLUMN tag int DEFAULT 7",
+        "ALTER TABLE notes_renamed RENAME COLUMN body TO text",
         "DROP TABLE scratch",
     ] {
         tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -315,19 +320,19 @@ async fn two_way_rename_add_and_drop_column_on_a_while_b_writes_lose_nothing() {
         "{}",
         pgsync.log_text()
     );
-    let from_b = "SELECT count(*) FROM notes_renamed WHERE body = 'from b'";
+    let from_b = "SELECT count(*) FROM notes_renamed WHERE text = 'from b'";
     assert_eq!(count(a.client().await.unwrap(), from_b).await, notes);
     // Nothing stuck: both directions still apply.
     b.client()
         .await
         .unwrap()
-        .batch_execute("INSERT INTO notes_renamed (body) VALUES ('late b')")
+        .batch_execute("INSERT INTO notes_renamed (text) VALUES ('late b')")
         .await
         .unwrap();
     a.client()
         .await
         .unwrap()
-        .batch_execute("INSERT INTO notes_renamed (id, body) VALUES (1, 'late a')")
+        .batch_execute("INSERT INTO notes_renamed (id, text) VALUES (1, 'late a')")
         .await
         .unwrap();
     wait_converged(
