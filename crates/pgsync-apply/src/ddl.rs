@@ -233,23 +233,16 @@ impl Applier {
     /// The reverse direction: `change` in the writer's current names, or `None` when its
     /// table is not (or no longer) selected.
     async fn follow(&mut self, change: Change) -> Result<Option<Change>, ApplyError> {
-        let relations: Vec<Arc<Relation>> = match &change {
+        match &change {
             Change::Insert { relation, .. }
             | Change::Update { relation, .. }
-            | Change::Delete { relation, .. } => vec![Arc::clone(relation)],
-            Change::Truncate { relations, .. } => relations.clone(),
-            _ => return Ok(None),
-        };
-        for r in &relations {
-            let fresh = self
-                .ddl
-                .follow
-                .get(&r.oid)
-                .is_some_and(|(seen, _)| Arc::ptr_eq(seen, r) || **seen == **r);
-            if !fresh {
-                let t = self.translate(r).await?;
-                self.ddl.follow.insert(r.oid, (Arc::clone(r), t));
+            | Change::Delete { relation, .. } => self.follow_relation(relation).await?,
+            Change::Truncate { relations, .. } => {
+                for r in relations {
+                    self.follow_relation(r).await?;
+                }
             }
+            _ => return Ok(None),
         }
         let get = |r: &Arc<Relation>| self.ddl.follow.get(&r.oid).and_then(|(_, t)| t.as_ref());
         Ok(match change {
@@ -278,6 +271,21 @@ impl Applier {
             }
             _ => None,
         })
+    }
+
+    /// Translates `r` unless its layout was translated already (the common case: one
+    /// map lookup).
+    async fn follow_relation(&mut self, r: &Arc<Relation>) -> Result<(), ApplyError> {
+        let fresh = self
+            .ddl
+            .follow
+            .get(&r.oid)
+            .is_some_and(|(seen, _)| Arc::ptr_eq(seen, r) || **seen == **r);
+        if !fresh {
+            let t = self.translate(r).await?;
+            self.ddl.follow.insert(r.oid, (Arc::clone(r), t));
+        }
+        Ok(())
     }
 
     /// One reader layout in the writer's current names (reads the writer's DDL history
