@@ -417,3 +417,116 @@ async fn in_a_two_way_task_repaired_rows_do_not_travel_back_to_the_source() {
     assert_eq!(code, 0, "{report:#}\n{err}");
     assert!(pgsync.stop().await.success());
 }
+
+#[tokio::test]
+async fn a_row_filtered_table_compares_the_rows_of_its_filter_and_an_operation_filtered_one_is_skipped()
+ {
+    let (a, b) = tokio::try_join!(
+        Cluster::builder().database("shop").start(),
+        Cluster::builder().database("shop").start()
+    )
+    .unwrap();
+    exec(
+        &a,
+        "CREATE TABLE orders (id int PRIMARY KEY, region text NOT NULL, qty int NOT NULL);
+         ALTER TABLE orders REPLICA IDENTITY FULL;
+         CREATE TABLE events (id int PRIMARY KEY, kind text NOT NULL);
+         INSERT INTO orders SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END, 0
+           FROM generate_series(1, 100) g;
+         INSERT INTO events SELECT g, 'new' FROM generate_series(1, 10) g;",
+    )
+    .await;
+    let task = TaskFile::new(
+        &a,
+        &b,
+        r#"
+[objects]
+include = ["public.*"]
+[[objects.table]]
+name = "public.orders"
+row_filter = "region = 'eu'"
+[[objects.table]]
+name = "public.events"
+operations = ["insert", "update"]
+"#,
+    );
+    let pgsync = Pgsync::run(&task);
+    let eu = "(SELECT * FROM orders WHERE region = 'eu')";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while checksum(&b, "events").await.0 != 10 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "events were not copied\n{}",
+            pgsync.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Deletes of events stay on A while the task streams: the sides are meant to differ.
+    exec(
+        &a,
+        "DELETE FROM events WHERE id <= 3; INSERT INTO orders VALUES (1000, 'eu', 1)",
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while checksum(&b, "orders").await != checksum(&a, eu).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "orders did not converge\n{}",
+            pgsync.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let (code, report, err) = validate(&task, &[]).await;
+    assert_eq!(code, 0, "{report:#}\n{err}");
+    let orders = table(&report, "orders");
+    assert_eq!(orders["outcome"], "equal", "{orders:#}");
+    assert_eq!(orders["rows_source"], 51, "{orders:#}");
+    assert_eq!(orders["rows_destination"], 51, "{orders:#}");
+    let events = table(&report, "events");
+    assert_eq!(events["outcome"], "skipped", "{events:#}");
+    assert!(
+        events["notes"][0]
+            .as_str()
+            .is_some_and(|n| n.contains("insert, update")),
+        "{events:#}"
+    );
+
+    // On B: an EU order lost, a US order (outside the filter) that should not be there.
+    exec(
+        &b,
+        "DELETE FROM orders WHERE id = 2; INSERT INTO orders VALUES (3000, 'us', 1)",
+    )
+    .await;
+    let (code, report, err) = validate(&task, &[]).await;
+    assert_eq!(code, 4, "{report:#}\n{err}");
+    let orders = table(&report, "orders");
+    assert_eq!(orders["outcome"], "different", "{orders:#}");
+    let mut rows: Vec<(String, String)> = orders["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["key"][0].as_str().unwrap().to_owned(),
+                r["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        [
+            ("2".to_owned(), "missing_on_destination".to_owned()),
+            ("3000".to_owned(), "extra_on_destination".to_owned()),
+        ]
+    );
+
+    // The repair restores the filtered set and leaves events alone.
+    let (code, report, err) = validate(&task, &["--repair"]).await;
+    assert_eq!(code, 0, "{report:#}\n{err}");
+    assert_eq!(table(&report, "orders")["repaired"], 2);
+    assert_eq!(checksum(&b, "orders").await, checksum(&a, eu).await);
+    assert_eq!(checksum(&b, "events").await.0, 10);
+    assert!(pgsync.stop().await.success());
+}

@@ -139,13 +139,34 @@ pub async fn validate(
     let mut reports = Vec::with_capacity(tables.len());
     for t in &tables {
         let report = match plan::plan(&a, &b, spec, t).await? {
-            Planned::Table(p) => table::compare(&ctx, &p).await?,
+            Planned::Table(p) => {
+                let mut r = table::compare(&ctx, &p).await?;
+                if let Some(f) = &p.source_filter {
+                    r.notes.push(format!(
+                        "source rows compared: those of the row filter ({f})"
+                    ));
+                }
+                r
+            }
             Planned::MissingOnDestination {
                 source,
                 destination,
             } => {
                 let mut r = TableReport::new(source, destination);
                 r.outcome = Outcome::MissingOnDestination;
+                r
+            }
+            Planned::Skipped {
+                source,
+                destination,
+                operations,
+            } => {
+                let mut r = TableReport::new(source, destination);
+                r.outcome = Outcome::Skipped;
+                r.notes.push(format!(
+                    "the task syncs only {operations} of this table, so the sides are meant \
+                     to differ; not compared (nor repaired)"
+                ));
                 r
             }
         };

@@ -44,6 +44,9 @@ pub enum Outcome {
     /// A table without a key kept changing on the source throughout the check, so its
     /// checksums could not be taken at matching points: neither equal nor different.
     Unsettled,
+    /// Not compared: the task's operation filter (`[[objects.table]]` `operations`) leaves
+    /// out INSERT, UPDATE or DELETE, so the sides are meant to differ (see the notes).
+    Skipped,
 }
 
 /// How a row differs.
@@ -187,8 +190,15 @@ impl fmt::Display for TableReport {
             Outcome::Different => "DIFFERENT",
             Outcome::MissingOnDestination => "MISSING on the destination",
             Outcome::Unsettled => "not settled (it kept changing on the source throughout)",
+            Outcome::Skipped => "skipped",
         };
         writeln!(f, "  {name}: {verdict}")?;
+        if self.outcome == Outcome::Skipped {
+            for n in &self.notes {
+                writeln!(f, "    note: {n}")?;
+            }
+            return Ok(());
+        }
         if self.outcome == Outcome::MissingOnDestination {
             return Ok(());
         }

@@ -8,6 +8,9 @@
 //! does not depend on the order rows are read in, so no sort is needed. A column whose
 //! type differs between the sides is cast to text on both, so that the two texts are made
 //! by the same rule.
+//!
+//! On the source, every read of rows also has the task's row filter of the table, if any
+//! (`AND (<row_filter>)`, over the source's column names, as in the publication).
 
 use std::fmt::Write as _;
 
@@ -52,6 +55,14 @@ impl<'a> TableSql<'a> {
             })
             .collect();
         format!("hashtextextended(ROW({})::text, 0)", parts.join(", "))
+    }
+
+    /// ` AND (<row filter>)` on the source of a filtered table, else nothing.
+    fn row_filter(&self) -> String {
+        match (&self.plan.source_filter, self.w) {
+            (Some(f), Which::Source) => format!(" AND ({f})"),
+            _ => String::new(),
+        }
     }
 
     /// `t."k"` or `(t."a", t."b")`.
@@ -102,10 +113,11 @@ impl<'a> TableSql<'a> {
     /// Row count and checksum of a key range (of the whole table without bounds).
     pub(super) fn sums(&self, lo: bool, hi: bool) -> String {
         format!(
-            "SELECT count(*), coalesce(sum({}), 0)::text FROM {} AS t WHERE {}",
+            "SELECT count(*), coalesce(sum({}), 0)::text FROM {} AS t WHERE {}{}",
             self.row_hash(),
             self.table(),
-            self.range(lo, hi)
+            self.range(lo, hi),
+            self.row_filter()
         )
     }
 
@@ -117,10 +129,11 @@ impl<'a> TableSql<'a> {
         }
         let _ = write!(
             sql,
-            "{} FROM {} AS t WHERE {}",
+            "{} FROM {} AS t WHERE {}{}",
             self.row_hash(),
             self.table(),
-            self.range(lo, hi)
+            self.range(lo, hi),
+            self.row_filter()
         );
         sql
     }
@@ -157,11 +170,12 @@ impl<'a> TableSql<'a> {
         }
         let _ = write!(
             sql,
-            "{} FROM {} AS t JOIN {} ON {}",
+            "{} FROM {} AS t JOIN {} ON {}{}",
             self.row_hash(),
             self.table(),
             Self::unnest(1, self.plan.key.len(), false),
-            self.key_join(|n| n)
+            self.key_join(|n| n),
+            self.row_filter()
         );
         sql
     }
@@ -291,6 +305,29 @@ mod tests {
             key: vec![0, 1],
             only_source: vec![],
             only_destination: vec![],
+            source_filter: None,
+        }
+    }
+
+    #[test]
+    fn a_row_filter_narrows_the_source_reads_only() {
+        let mut p = plan();
+        p.source_filter = Some("\"Region\" = 'eu'".into());
+        let src = TableSql::new(&p, Which::Source);
+        let dst = TableSql::new(&p, Which::Destination);
+        for sql in [
+            src.sums(true, true),
+            src.keys(false, false),
+            src.rows_by_key(),
+        ] {
+            assert!(sql.ends_with(" AND (\"Region\" = 'eu')"), "{sql}");
+        }
+        for sql in [
+            dst.sums(true, true),
+            dst.keys(false, false),
+            dst.rows_by_key(),
+        ] {
+            assert!(!sql.contains("'eu'"), "{sql}");
         }
     }
 
