@@ -17,11 +17,15 @@
 //! tasks register in `pgsync.ddl_tasks` with their publication and selection, and the
 //! triggers go with the last task.
 //!
-//! Why the trigger functions themselves are not SECURITY DEFINER: they must see the
-//! session as it is (`current_schemas`, `current_user`); a SECURITY DEFINER function with a
-//! pinned `search_path` would report its own. The privileged steps (emitting a logical
-//! message needs REPLICATION; altering the publication needs its owner) are two small
-//! SECURITY DEFINER functions with `search_path` pinned to `pg_catalog`.
+//! Privileges: the trigger functions are SECURITY DEFINER, as they must work whoever runs
+//! the DDL (writing pgsync's history, altering the publication, emitting a message that
+//! needs REPLICATION). They read the author's session first (`current_query()`,
+//! `current_schemas`, `session_user`), then pin `search_path` to `pg_catalog` for their own
+//! work (so nothing the author defines can stand in for a function or operator) and put
+//! the author's back before returning. The helpers they call are not executable by
+//! PUBLIC: a message they emit makes the destination run its text, so only the triggers
+//! and the roles an administrator grants (`pgsync.replicate_ddl` is for superusers by
+//! default) may emit one.
 //!
 //! Which statement of a multi-statement query fired: the trigger counts, per command tag,
 //! the statements it saw for the same query text and `statement_timestamp()` (the same for
@@ -194,12 +198,15 @@ END
 $f$;
 
 CREATE OR REPLACE FUNCTION pgsync.ddl_on_drop() RETURNS event_trigger
-LANGUAGE plpgsql AS $f$
+LANGUAGE plpgsql SECURITY DEFINER AS $f$
 DECLARE
     d jsonb;
     prev text := pg_catalog.current_setting('pgsync.ddl_dropped', true);
+    v_path text := pg_catalog.current_setting('search_path');
 BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     IF pg_catalog.current_setting('pgsync.ddl_capture_off', true) = 'on' THEN
+        PERFORM pg_catalog.set_config('search_path', v_path, true);
         RETURN;
     END IF;
     SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
@@ -212,6 +219,7 @@ BEGIN
         d := prev::jsonb OPERATOR(pg_catalog.||) d;
     END IF;
     PERFORM pg_catalog.set_config('pgsync.ddl_dropped', d::text, true);
+    PERFORM pg_catalog.set_config('search_path', v_path, true);
 END
 $f$;
 "#;
@@ -220,7 +228,8 @@ $f$;
 /// [`SCHEMA_SQL`] only for length.
 const CAPTURE_SQL: &str = r#"
 CREATE OR REPLACE FUNCTION pgsync.ddl_is_empty(rel oid) RETURNS boolean
-LANGUAGE plpgsql AS $f$
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
     empty boolean;
 BEGIN
@@ -231,17 +240,23 @@ END
 $f$;
 
 CREATE OR REPLACE FUNCTION pgsync.ddl_on_end() RETURNS event_trigger
-LANGUAGE plpgsql AS $f$
+LANGUAGE plpgsql SECURITY DEFINER AS $f$
 DECLARE
     cmds jsonb;
     dropped jsonb;
     q text := pg_catalog.current_query();
+    -- The session as the DDL's author has it, read before the search path is pinned.
+    v_path text := pg_catalog.current_setting('search_path');
+    v_schemas name[] := pg_catalog.current_schemas(false);
+    v_role text := session_user;
     k text;
     prev text;
     seq integer := 0;
     guc text;
 BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     IF pg_catalog.current_setting('pgsync.ddl_capture_off', true) = 'on' THEN
+        PERFORM pg_catalog.set_config('search_path', v_path, true);
         RETURN;
     END IF;
     SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
@@ -279,6 +294,7 @@ BEGIN
     PERFORM pg_catalog.set_config('pgsync.ddl_dropped', '', true);
     PERFORM pgsync.ddl_track(cmds, dropped);
     IF pg_catalog.current_setting('pgsync.ddl_explicit', true) = 'on' THEN
+        PERFORM pg_catalog.set_config('search_path', v_path, true);
         RETURN;
     END IF;
     k := pg_catalog.md5(q OPERATOR(pg_catalog.||) pg_catalog.statement_timestamp()::text);
@@ -290,8 +306,9 @@ BEGIN
     PERFORM pg_catalog.set_config(guc, k OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) seq::text, true);
     PERFORM pgsync.ddl_emit(pg_catalog.jsonb_build_object(
         'v', 1, 'tag', tg_tag, 'seq', seq, 'explicit', false, 'query', q,
-        'search_path', pg_catalog.to_jsonb(pg_catalog.current_schemas(false)),
-        'role', current_user, 'commands', cmds, 'dropped', dropped));
+        'search_path', pg_catalog.to_jsonb(v_schemas),
+        'role', v_role, 'commands', cmds, 'dropped', dropped));
+    PERFORM pg_catalog.set_config('search_path', v_path, true);
 END
 $f$;
 
@@ -307,6 +324,11 @@ BEGIN
         'role', current_user, 'commands', '[]'::jsonb, 'dropped', '[]'::jsonb));
 END
 $f$;
+
+-- Emitting a pgsync.ddl message makes the destination run its text: only the triggers
+-- (running as their owner) and those an administrator grants may.
+REVOKE EXECUTE ON FUNCTION pgsync.ddl_emit(jsonb), pgsync.ddl_track(jsonb, jsonb),
+    pgsync.ddl_is_empty(oid), pgsync.replicate_ddl(text) FROM PUBLIC;
 "#;
 
 /// Opens the transaction of an install or uninstall: one at a time, and pgsync's own DDL

@@ -254,3 +254,60 @@ async fn tasks_share_the_capture_and_the_last_one_removes_it() {
     assert!(left);
     assert!(!capture::uninstall(&c, "two").await.unwrap());
 }
+
+#[tokio::test]
+async fn ddl_by_an_unprivileged_role_is_captured_and_it_cannot_emit_ddl_itself() {
+    let (cluster, c, selection) = setup().await;
+    c.batch_execute("CREATE ROLE app LOGIN; GRANT CREATE ON SCHEMA public TO app")
+        .await
+        .unwrap();
+    let dsn = cluster.dsn().replace("user=postgres", "user=app");
+    let (app, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    app.batch_execute(
+        "CREATE TABLE owned (id int PRIMARY KEY);
+         REVOKE SELECT ON owned FROM app;
+         ALTER TABLE owned ADD COLUMN at timestamptz DEFAULT now();",
+    )
+    .await
+    .unwrap();
+    let ddl: Vec<DdlMessage> = changes(&c)
+        .await
+        .into_iter()
+        .filter_map(|s| match s {
+            Seen::Ddl(m) => Some(m),
+            Seen::Row(_) => None,
+        })
+        .collect();
+    assert_eq!(ddl.len(), 2);
+    assert_eq!(ddl[1].role, "app");
+    assert_eq!(ddl[1].search_path, ["public"]);
+    // The table is empty: the computed default fills nothing and is replayed.
+    let planner = Planner::new(selection, Mapping::identity());
+    assert_eq!(
+        statements(&planner, &ddl[1]),
+        ["ALTER TABLE owned ADD COLUMN at timestamptz DEFAULT now()"]
+    );
+    // The author's search path is as it was.
+    let path: String = app
+        .query_one("SELECT current_setting('search_path')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(path, "\"$user\", public");
+    // Nobody else may put DDL for the destination into the WAL.
+    for sql in [
+        "SELECT pgsync.ddl_emit('{}')",
+        "SELECT pgsync.replicate_ddl('CREATE TABLE sneaky (id int)')",
+        "SELECT pgsync.ddl_track('[]', '[]')",
+    ] {
+        let err = app.batch_execute(sql).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{sql}: {err}"
+        );
+    }
+}
