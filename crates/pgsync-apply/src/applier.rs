@@ -220,7 +220,7 @@ impl Applier {
             .loop_marker
             .as_ref()
             .map_or(String::new(), |m| format!("marker AS ({m}), "));
-        let careful = careful::CarefulState::setup(&client, config.conflicts.as_ref()).await?;
+        let careful = careful::CarefulState::setup(&client, &config).await?;
         let xact_setup = client
             .prepare(&format!(
                 "WITH {marker}progress AS (
@@ -300,8 +300,8 @@ impl Applier {
             self.flush.nothing_written(last.end_lsn);
             return Ok(());
         }
-        if self.careful_first(&todo).await? {
-            return self.apply_carefully(&todo).await;
+        if let Some(at) = self.careful_first(&todo).await? {
+            return self.recover(&todo, at).await;
         }
         let mut batch = Batch::default();
         let outcome = self.apply_changes(&todo, last, &mut batch).await;
@@ -310,9 +310,9 @@ impl Applier {
             // when the connection is gone; the first error is the one.
             drop(batch);
             let _ = self.client.batch_execute("ROLLBACK").await;
-            if self.goes_careful(&e) {
-                tracing::debug!(error = %e, "replaying the group on the careful path");
-                return self.apply_carefully(&todo).await;
+            if let Some(at) = self.conflict_at(&e) {
+                tracing::debug!(error = %e, "conflict on the fast path");
+                return self.recover(&todo, at).await;
             }
             return Err(e);
         }
@@ -678,11 +678,7 @@ impl Applier {
         result
     }
 
-    async fn run_statements(
-        &mut self,
-        chunk: &[Item],
-        b: &mut Batch,
-    ) -> Result<(), ApplyError> {
+    async fn run_statements(&mut self, chunk: &[Item], b: &mut Batch) -> Result<(), ApplyError> {
         let mut plan: Vec<Step<'_>> = Vec::with_capacity(chunk.len());
         for item in chunk {
             let (change, end_lsn) = match item {
@@ -698,6 +694,7 @@ impl Applier {
                     continue;
                 }
             };
+            self.careful.at(end_lsn);
             let step = match change {
                 Change::Insert { relation, new } => {
                     let (stmt, params, expect) =
@@ -918,6 +915,9 @@ impl Applier {
         let stamp_check = self.careful.stamp_check().filter(|_| op != Op::Insert);
         if let Some((_, since)) = stamp_check {
             params.push(Param::Int8(since));
+            if self.careful.guards(op == Op::Delete) {
+                params.push(Param::Int8(self.careful.current_lsn()));
+            }
         }
         let shape = Shape {
             relation: relation.oid,
@@ -932,14 +932,28 @@ impl Applier {
                 let cols = |idx: &[u16]| -> Vec<&Col> {
                     idx.iter().map(|&i| &entry.cols[i as usize]).collect()
                 };
+                let guarded = stamp_check.and_then(|_| {
+                    let moves = (op == Op::Update && how == Match::Key)
+                        .then(|| crate::guard::key_moves(&shape.set, &shape.whr))
+                        .flatten();
+                    self.careful.guarded(
+                        &entry.dest,
+                        op == Op::Delete,
+                        &cols(&shape.set),
+                        &cols(&shape.whr),
+                        how,
+                        moves,
+                    )
+                });
                 let mut text = match op {
+                    _ if guarded.is_some() => guarded.clone().unwrap_or_default(),
                     Op::Insert => sql::insert(&entry.dest, &cols(&shape.set)),
                     Op::Update => {
                         sql::update(&entry.dest, &cols(&shape.set), &cols(&shape.whr), how)
                     }
                     Op::Delete => sql::delete(&entry.dest, &cols(&shape.whr), how),
                 };
-                if let Some((local_wins_ties, _)) = stamp_check {
+                if let Some((local_wins_ties, _)) = stamp_check.filter(|_| guarded.is_none()) {
                     let n = shape.set.len() + shape.whr.len() + 1;
                     sql::push_stamp_check(&mut text, &entry.dest, local_wins_ties, n);
                 }

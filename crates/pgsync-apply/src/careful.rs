@@ -27,15 +27,18 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use pgsync_conflict::{CommitTime, ConflictCounters, ConflictRecord, Decision, WriteStamp};
+use pgsync_conflict::{
+    CommitTime, ConflictCounters, ConflictKind, ConflictRecord, Decision, Policy, WriteStamp,
+};
 use pgsync_wal::txn::Change;
-use pgsync_wal::{Relation, Transaction};
+use pgsync_wal::{Lsn, Relation, Transaction};
 use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
 
-use super::Applier;
+use super::{Applier, ApplierConfig};
 use crate::conflicts::ConflictHandling;
 use crate::error::ApplyError;
+use crate::guard::{self, Guard};
 use crate::look::{self, RowOp};
 use crate::probe::{CarefulTable, Nodes, Prober, RowMatch};
 use crate::{carry, conflict_log, sql, tombstones};
@@ -58,6 +61,12 @@ pub(crate) struct CarefulState {
     stamp_check: Option<bool>,
     /// The earliest commit time (PostgreSQL micros) of the group on the fast path.
     group_min_time: i64,
+    /// The fast path's group: (end LSN, commit time) per source transaction.
+    times: Vec<(Lsn, i64)>,
+    /// The source transaction whose statement is being built: commit time, end LSN.
+    current: Option<(i64, Lsn)>,
+    /// Newer local rows kept and logged by the fast path's statements themselves.
+    guard: Option<Guard>,
     /// Whether the last careful transaction failed on a write that raced an application
     /// (worth replaying), rather than on a decision.
     raced: bool,
@@ -75,11 +84,8 @@ enum Step {
 
 impl CarefulState {
     /// Reads what the careful path needs from the destination and creates the log table.
-    pub(crate) async fn setup(
-        client: &Client,
-        handling: Option<&ConflictHandling>,
-    ) -> Result<Self, ApplyError> {
-        let Some(h) = handling else {
+    pub(crate) async fn setup(client: &Client, config: &ApplierConfig) -> Result<Self, ApplyError> {
+        let Some(h) = config.conflicts.as_ref() else {
             return Ok(Self::default());
         };
         client
@@ -95,10 +101,26 @@ impl CarefulState {
             .map_err(ApplyError::pg("reading track_commit_timestamp"))?
             .get(0);
         let commit_timestamps = on == "on";
+        let stamp_check =
+            (commit_timestamps && h.detects_newer_local()).then(|| h.local_wins_ties());
+        let keeps = |kind| match h.policies.for_kind(kind) {
+            Policy::LastWriteWins | Policy::Ignore if h.resolver.is_none() => {
+                Some(h.policies.for_kind(kind).as_str())
+            }
+            _ => None,
+        };
+        let guard = stamp_check.map(|local_wins_ties| Guard {
+            origin: config.origin.clone(),
+            local_node: h.local_node.as_str().to_owned(),
+            remote_node: h.remote_node.as_str().to_owned(),
+            update_policy: keeps(ConflictKind::UpdateNewerLocal),
+            delete_policy: keeps(ConflictKind::DeleteNewerLocal),
+            local_wins_ties,
+        });
         Ok(Self {
             commit_timestamps,
-            stamp_check: (commit_timestamps && h.detects_newer_local())
-                .then(|| h.local_wins_ties()),
+            stamp_check,
+            guard,
             ..Self::default()
         })
     }
@@ -113,7 +135,56 @@ impl CarefulState {
     /// change of the group (or by the source node), so the fast path may overwrite it;
     /// one that does not makes the statement report no row, and the group goes careful.
     pub(crate) fn stamp_check(&self) -> Option<(bool, i64)> {
-        self.stamp_check.map(|ties| (ties, self.group_min_time))
+        let time = self.current.map_or(self.group_min_time, |(t, _)| t);
+        self.stamp_check.map(|ties| (ties, time))
+    }
+
+    /// The statements built next are for the source transaction ending at `end_lsn`.
+    pub(crate) fn at(&mut self, end_lsn: Lsn) {
+        self.current = self
+            .times
+            .binary_search_by(|(l, _)| l.cmp(&end_lsn))
+            .ok()
+            .map(|i| (self.times[i].1, end_lsn));
+    }
+
+    /// The source commit LSN of the current transaction, for a guarded statement.
+    pub(crate) fn current_lsn(&self) -> i64 {
+        self.current
+            .map_or(0, |(_, l)| i64::try_from(l.0).unwrap_or(i64::MAX))
+    }
+
+    /// The guarded UPDATE or DELETE text (see `guard.rs`), when newer local rows are kept
+    /// by the policy: the statement then takes the commit LSN as its last parameter.
+    pub(crate) fn guarded(
+        &self,
+        table: &pgsync_names::QualifiedName,
+        delete: bool,
+        set: &[&crate::sql::Col],
+        whr: &[&crate::sql::Col],
+        how: crate::sql::Match,
+        key_moves: Option<String>,
+    ) -> Option<String> {
+        guard::statement(
+            self.guard.as_ref()?,
+            table,
+            delete,
+            set,
+            whr,
+            how,
+            key_moves,
+        )
+    }
+
+    /// Whether statements of `op` are guarded.
+    pub(crate) fn guards(&self, delete: bool) -> bool {
+        self.guard.as_ref().is_some_and(|g| {
+            if delete {
+                g.delete_policy.is_some()
+            } else {
+                g.update_policy.is_some()
+            }
+        })
     }
 }
 
@@ -124,44 +195,121 @@ impl Applier {
         self.careful.counters()
     }
 
-    /// Whether a failed fast-path group is replayed on the careful path.
-    pub(super) fn goes_careful(&self, e: &ApplyError) -> bool {
-        self.config.conflicts.is_some() && matches!(e, ApplyError::Conflict { .. })
+    /// The source transaction a fast-path conflict `e` happened in, when the careful path
+    /// takes conflicts.
+    pub(super) fn conflict_at(&self, e: &ApplyError) -> Option<Lsn> {
+        match e {
+            ApplyError::Conflict { end_lsn, .. } if self.config.conflicts.is_some() => {
+                Some(*end_lsn)
+            }
+            _ => None,
+        }
     }
 
-    /// Prepares the fast path for `todo`; true when the group must go careful at once
-    /// (updates of tables with delta columns, inserts that a tombstone may refuse).
+    /// Prepares the fast path for `todo`; returns the first transaction that must go
+    /// careful at once: one updating a table with delta columns, or one inserting a key
+    /// that a local delete after it left a tombstone for.
     pub(super) async fn careful_first(
         &mut self,
         todo: &[&Transaction],
-    ) -> Result<bool, ApplyError> {
+    ) -> Result<Option<Lsn>, ApplyError> {
         let Some(h) = self.config.conflicts.clone() else {
-            return Ok(false);
+            return Ok(None);
         };
         self.careful.group_min_time = todo.iter().map(|t| t.commit_time.0).min().unwrap_or(0);
+        self.careful.times = todo.iter().map(|t| (t.end_lsn, t.commit_time.0)).collect();
+        self.careful.current = None;
         if h.delta_columns.is_empty() && !h.tombstones {
-            return Ok(false);
+            return Ok(None);
         }
-        let mut inserts = false;
+        let mut inserts = tombstones::Inserts::default();
         for txn in todo {
             for change in txn.changes() {
-                match change? {
-                    Change::Update { relation, .. }
-                        if h.delta_columns
-                            .contains_key(&self.config.mapping.table(&relation.name)) =>
-                    {
-                        return Ok(true);
+                let change = change?;
+                let relation = match &change {
+                    Change::Insert { relation, .. } | Change::Update { relation, .. } => relation,
+                    _ => continue,
+                };
+                let dest = self.config.mapping.table(&relation.name);
+                match &change {
+                    Change::Update { .. } if h.delta_columns.contains_key(&dest) => {
+                        return Ok(Some(txn.end_lsn));
                     }
-                    Change::Insert { .. } => inserts = true,
+                    Change::Insert { relation, new } if h.tombstones && self.allowed(relation) => {
+                        // Keys are compared once the table is known; before that, any
+                        // newer tombstone of the table counts.
+                        let known = self.tables.get(&relation.oid).filter(|e| {
+                            Arc::ptr_eq(&e.relation, relation) || *e.relation == **relation
+                        });
+                        inserts.push(&dest, known.map(|e| (e, new)), txn);
+                    }
                     _ => {}
                 }
             }
         }
-        if inserts && h.tombstones {
-            let since = CommitTime::from_pg_micros(self.careful.group_min_time);
-            return tombstones::any_since(&self.client, since).await;
+        if inserts.is_empty() {
+            return Ok(None);
         }
-        Ok(false)
+        inserts.first_refused(&self.client).await
+    }
+
+    /// Finishes a group whose fast path met a conflict in the source transaction ending
+    /// at `at`: the transactions before it go again on the fast path, that one on the
+    /// careful path, the rest on the fast path, and so on. A hot key then costs one
+    /// careful transaction, not a careful group.
+    pub(super) async fn recover(
+        &mut self,
+        todo: &[&Transaction],
+        at: Lsn,
+    ) -> Result<(), ApplyError> {
+        let mut rest: Vec<&Transaction> = todo.to_vec();
+        let mut at = at;
+        loop {
+            let Some(k) = rest.iter().position(|t| t.end_lsn == at) else {
+                return self.apply_carefully(&rest).await;
+            };
+            tracing::debug!(k, of = rest.len(), at = %at, "replaying a transaction on the careful path");
+            if k > 0
+                && let Some(earlier) = self.fast(&rest[..k]).await?
+            {
+                at = earlier;
+                continue;
+            }
+            self.apply_carefully(&rest[k..=k]).await?;
+            rest.drain(..=k);
+            if rest.is_empty() {
+                return Ok(());
+            }
+            match self.fast(&rest).await? {
+                None => return Ok(()),
+                Some(next) => at = next,
+            }
+        }
+    }
+
+    /// The fast path for `todo` (all above the progress), committed. `Some(at)`: nothing
+    /// was applied, and the source transaction ending at `at` needs the careful path.
+    async fn fast(&mut self, todo: &[&Transaction]) -> Result<Option<Lsn>, ApplyError> {
+        let Some(last) = todo.last().copied() else {
+            return Ok(None);
+        };
+        if let Some(at) = self.careful_first(todo).await? {
+            return Ok(Some(at));
+        }
+        let mut batch = super::Batch::default();
+        if let Err(e) = self.apply_changes(todo, last, &mut batch).await {
+            drop(batch);
+            let _ = self.client.batch_execute("ROLLBACK").await;
+            return match self.conflict_at(&e) {
+                Some(at) => {
+                    tracing::debug!(error = %e, "conflict on the fast path");
+                    Ok(Some(at))
+                }
+                None => Err(e),
+            };
+        }
+        self.commit(last).await?;
+        Ok(None)
     }
 
     /// Replays `todo` on the careful path, one destination transaction per source
@@ -226,6 +374,7 @@ impl Applier {
                     return Err(ApplyError::pg("recording progress")(e));
                 }
                 self.commit(txn).await?;
+                tracing::debug!(end_lsn = %txn.end_lsn, commit_time = txn.commit_time.0, conflicts = records.len(), "careful transaction applied");
                 for r in &records {
                     self.careful.counters.add(r.kind);
                 }

@@ -20,6 +20,7 @@ mod conflict_log;
 mod conflicts;
 mod copy;
 mod error;
+mod guard;
 mod keyed;
 mod look;
 mod param;

@@ -28,7 +28,8 @@
 use pgsync_conflict::{Absence, CommitTime, NodeId, WriteStamp};
 use pgsync_names::QualifiedName;
 use pgsync_names::sql::Literal;
-use pgsync_wal::Tuple;
+use pgsync_wal::pgoutput::ColumnValue;
+use pgsync_wal::{Lsn, Transaction, Tuple};
 use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
 
@@ -160,18 +161,93 @@ pub(crate) async fn absence(
     })
 }
 
-/// Whether a tombstone's delete committed at or after `since`.
-pub(crate) async fn any_since(client: &Client, since: CommitTime) -> Result<bool, ApplyError> {
-    let row = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pgsync.tombstones s
-                 WHERE pg_xact_commit_timestamp(s.xmin)
-                       >= TIMESTAMPTZ '2000-01-01 00:00:00+00' + $1::bigint * INTERVAL '1 microsecond')",
-            &[&since.pg_micros()],
-        )
-        .await
-        .map_err(ApplyError::pg("reading pgsync.tombstones"))?;
-    Ok(row.get(0))
+/// The inserts of a fast-path group, for one question: does any of them land on a key
+/// deleted here after its transaction? Keys are compared as text (`jsonb_each_text` of
+/// the tombstone against the values as the source sent them) when every key column has
+/// a type whose text form is the same in both (integers, numeric, text, varchar, uuid);
+/// otherwise any newer tombstone of the table counts.
+#[derive(Debug, Default)]
+pub(crate) struct Inserts {
+    tables: Vec<String>,
+    keys: Vec<Option<String>>,
+    times: Vec<i64>,
+    lsns: Vec<Lsn>,
+}
+
+/// Key columns of these types print the same through pgoutput and `jsonb_each_text`.
+const TEXT_EXACT: [&str; 7] = [
+    "integer",
+    "bigint",
+    "smallint",
+    "text",
+    "uuid",
+    "numeric",
+    "character varying",
+];
+
+/// The key of `new` as a JSON object of text values, when every key column's text form
+/// is the same as in `jsonb_each_text` of the tombstone.
+fn text_key(entry: &TableEntry, new: &Tuple) -> Option<String> {
+    if entry.key.is_empty() {
+        return None;
+    }
+    let mut key = serde_json::Map::new();
+    for &i in &entry.key {
+        let col = &entry.cols[i];
+        if !TEXT_EXACT.iter().any(|t| col.type_name.starts_with(t)) {
+            return None;
+        }
+        let Some(ColumnValue::Text(b)) = new.get(i) else {
+            return None;
+        };
+        key.insert(
+            col.name.clone(),
+            serde_json::Value::String(String::from_utf8_lossy(b).into_owned()),
+        );
+    }
+    Some(serde_json::Value::Object(key).to_string())
+}
+
+impl Inserts {
+    /// An insert into `dest` (its row, when the table is resolved) by `txn`.
+    pub(crate) fn push(
+        &mut self,
+        dest: &QualifiedName,
+        row: Option<(&TableEntry, &Tuple)>,
+        txn: &Transaction,
+    ) {
+        self.tables.push(format!("{}.{}", dest.schema, dest.name));
+        self.keys
+            .push(row.and_then(|(entry, new)| text_key(entry, new)));
+        self.times.push(txn.commit_time.0);
+        self.lsns.push(txn.end_lsn);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+
+    /// The end LSN of the first transaction with an insert a newer tombstone refuses.
+    pub(crate) async fn first_refused(&self, client: &Client) -> Result<Option<Lsn>, ApplyError> {
+        let row = client
+            .query_one(
+                "SELECT min(q.i) FROM unnest($1::text[], $2::text[], $3::bigint[])
+                     WITH ORDINALITY AS q(t, k, ts, i)
+                 WHERE EXISTS (SELECT 1 FROM pgsync.tombstones s
+                     WHERE s.table_name = q.t
+                       AND (q.k IS NULL OR q.k::jsonb =
+                            (SELECT jsonb_object_agg(e.key, e.value) FROM jsonb_each_text(s.key) e))
+                       AND pg_xact_commit_timestamp(s.xmin)
+                           >= TIMESTAMPTZ '2000-01-01 00:00:00+00' + q.ts * INTERVAL '1 microsecond')",
+                &[&self.tables, &self.keys, &self.times],
+            )
+            .await
+            .map_err(ApplyError::pg("reading pgsync.tombstones"))?;
+        let first: Option<i64> = row.get(0);
+        Ok(first
+            .and_then(|i| usize::try_from(i - 1).ok())
+            .and_then(|i| self.lsns.get(i).copied()))
+    }
 }
 
 /// Deletes the tombstones no change still to come can be older than, given the commit

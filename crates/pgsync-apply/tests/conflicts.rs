@@ -68,6 +68,8 @@ struct Setup {
     a: Cluster,
     b: Cluster,
     target: Lsn,
+    /// End LSN of A's last change.
+    target_txn_end: Lsn,
 }
 
 /// A with its changes captured by one slot per destination database; each database on B
@@ -105,6 +107,7 @@ async fn setup(databases: &[&str]) -> Setup {
     for change in A_CHANGES {
         ca.batch_execute(change).await.unwrap();
     }
+    let target_txn_end = lsn(&ca).await;
     for db in databases {
         b.connect(db)
             .await
@@ -114,7 +117,12 @@ async fn setup(databases: &[&str]) -> Setup {
             .unwrap();
     }
     let target = lsn(&ca).await;
-    Setup { a, b, target }
+    Setup {
+        a,
+        b,
+        target,
+        target_txn_end,
+    }
 }
 
 async fn lsn(c: &Client) -> Lsn {
@@ -129,6 +137,16 @@ async fn lsn(c: &Client) -> Lsn {
 /// Applies A's changes from `slot_<db>` to `db` on B, one transaction per group, until
 /// the target or the first error.
 async fn apply(s: &Setup, db: &str, handling: ConflictHandling) -> Result<(), ApplyError> {
+    apply_grouped(s, db, handling, false).await
+}
+
+/// [`apply`], all of A's transactions as one group when `one_group`.
+async fn apply_grouped(
+    s: &Setup,
+    db: &str,
+    handling: ConflictHandling,
+    one_group: bool,
+) -> Result<(), ApplyError> {
     let mut config = ApplierConfig::new(format!("pgsync_test_{db}"));
     config.conflicts = Some(handling);
     let mut applier = Applier::new(s.b.connect(db).await.unwrap(), config).await?;
@@ -141,6 +159,7 @@ async fn apply(s: &Setup, db: &str, handling: ConflictHandling) -> Result<(), Ap
     let mut assembler = Assembler::new(AssemblerConfig::default());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut result = Ok(());
+    let mut group = Vec::new();
     while applier.progress() < s.target {
         let data = tokio::time::timeout_at(deadline, stream.recv())
             .await
@@ -148,7 +167,16 @@ async fn apply(s: &Setup, db: &str, handling: ConflictHandling) -> Result<(), Ap
             .unwrap()
             .unwrap();
         if let Some(Assembled::Transaction(txn)) = assembler.push_payload(&data.data).unwrap() {
-            if let Err(e) = applier.apply(std::slice::from_ref(&txn)).await {
+            if one_group {
+                let end = txn.end_lsn;
+                group.push(txn);
+                if end < s.target_txn_end {
+                    continue;
+                }
+            } else {
+                group = vec![txn];
+            }
+            if let Err(e) = applier.apply(&group).await {
                 result = Err(e);
                 break;
             }
@@ -376,4 +404,24 @@ async fn fail_stops_at_the_conflict_and_after_a_hand_fix_nothing_is_skipped() {
             "10:a10:100"
         ]
     );
+}
+
+#[tokio::test]
+async fn conflicts_in_the_middle_of_a_group_cost_one_careful_transaction_each_and_lose_nothing() {
+    let s = setup(&["p_group"]).await;
+    apply_grouped(
+        &s,
+        "p_group",
+        handling(ConflictPolicies::uniform(Policy::LastWriteWins)),
+        true,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        rows(&s.b, "p_group").await,
+        [
+            "1:a1:10", "2:b2:21", "3:c3:30", "4:c5:41", "7:c7:71", "8:c8:81"
+        ]
+    );
+    assert_eq!(log(&s.b, "p_group").await.len(), 9);
 }

@@ -26,6 +26,9 @@ pub struct DirectionStatus {
     pub applied_lsn: Option<String>,
     /// What the runner last stored: state, lag, rates, retries, last error.
     pub runtime: Option<StoredStats>,
+    /// Conflicts logged on the writing side (`pgsync.conflicts`), per kind, every kind
+    /// present.
+    pub conflicts: pgsync_conflict::ConflictCounters,
 }
 
 /// The slot as the reading side sees it.
@@ -149,6 +152,10 @@ pub async fn read(spec: &TaskSpec) -> Result<TaskStatus, TaskError> {
             .map_err(TaskError::sql("reading the origin's progress"))?
             .and_then(|r| r.get(0)),
         };
+        let conflicts = match writer {
+            None => pgsync_conflict::ConflictCounters::new(),
+            Some(writer) => conflict_counts(writer, &names.origin).await?,
+        };
         let runtime = store::read(&b, &spec.name, direction_name(dir))
             .await
             .map_err(TaskError::sql("reading pgsync.task_stats"))?;
@@ -159,6 +166,7 @@ pub async fn read(spec: &TaskSpec) -> Result<TaskStatus, TaskError> {
             slot,
             applied_lsn,
             runtime,
+            conflicts,
         });
     }
     let paused = has_state
@@ -252,6 +260,15 @@ impl std::fmt::Display for TaskStatus {
             if let Some(lsn) = &d.applied_lsn {
                 writeln!(f, "    applied through {lsn}")?;
             }
+            if d.conflicts.total() > 0 {
+                let kinds: Vec<String> = d
+                    .conflicts
+                    .iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect();
+                writeln!(f, "    conflicts: {}", kinds.join(", "))?;
+            }
             if let Some(r) = &d.runtime {
                 writeln!(
                     f,
@@ -283,4 +300,36 @@ impl std::fmt::Display for TaskStatus {
         }
         Ok(())
     }
+}
+
+/// Conflicts logged by the applier of `origin`, per kind (none before the log exists).
+async fn conflict_counts(
+    writer: &tokio_postgres::Client,
+    origin: &str,
+) -> Result<pgsync_conflict::ConflictCounters, TaskError> {
+    let rows = writer
+        .query(
+            "SELECT kind, count(*) FROM pgsync.conflicts WHERE origin = $1 GROUP BY kind",
+            &[&origin],
+        )
+        .await;
+    let mut counts = std::collections::BTreeMap::new();
+    match rows {
+        Ok(rows) => {
+            for r in rows {
+                let kind: String = r.get(0);
+                if pgsync_conflict::ConflictKind::ALL
+                    .iter()
+                    .any(|k| k.as_str() == kind)
+                {
+                    counts.insert(kind, r.get::<_, i64>(1));
+                }
+            }
+        }
+        // No conflict log yet on this side.
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {}
+        Err(e) => return Err(TaskError::sql("reading pgsync.conflicts")(e)),
+    }
+    let json = serde_json::to_value(&counts).unwrap_or_default();
+    Ok(serde_json::from_value(json).unwrap_or_default())
 }

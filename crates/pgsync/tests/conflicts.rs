@@ -19,7 +19,8 @@ END;
 ";
 
 /// Deletes, re-inserts and updates over 200 hot keys; every run also inserts one row into
-/// an insert-only table.
+/// an insert-only table. Paced: most of these changes meet a conflict on the other side,
+/// and each such transaction is applied on the careful path.
 const DELETES_AND_REINSERTS: &str = "\\set k random(1, 200)
 \\set op random(1, 3)
 \\set v random(1, 1000000)
@@ -31,6 +32,7 @@ INSERT INTO kv VALUES (:k, :v, :side) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED
 UPDATE kv SET v = :v, side = :side WHERE k = :k;
 \\endif
 INSERT INTO runs (side, k) VALUES (:side, :k);
+\\sleep 5 ms
 ";
 
 const KV: &str = "CREATE TABLE kv (k int PRIMARY KEY, v int NOT NULL, side int NOT NULL);
@@ -142,8 +144,9 @@ async fn both_sides_updating_the_same_keys_converge_under_last_write_wins_and_no
     .await;
 
     ready(&a, &b, &["pgbench_accounts"], true, &pgsync).await;
+    let started = std::time::Instant::now();
     let (ta, tb) = both_sides(&a, &b, HOT_UPDATES).await;
-
+    let loaded = started.elapsed();
     wait_converged(
         &a,
         &b,
@@ -152,6 +155,10 @@ async fn both_sides_updating_the_same_keys_converge_under_last_write_wins_and_no
         &pgsync.log_text(),
     )
     .await;
+    eprintln!(
+        "hot keys: {ta} + {tb} transactions in {loaded:?}, converged {:?} after the load",
+        started.elapsed() - loaded
+    );
     let expected = (ta + tb) as i64;
     for c in [&a, &b] {
         assert_eq!(
@@ -167,6 +174,17 @@ async fn both_sides_updating_the_same_keys_converge_under_last_write_wins_and_no
             .chain(&cb)
             .any(|(k, n)| k == "update_newer_local" && *n > 0),
         "no crossing update was logged: A {ca:?} B {cb:?}"
+    );
+    // ... and counted in `pgsync status`.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_pgsync"))
+        .args(["status", "--config"])
+        .arg(&task.path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("conflicts: ") && text.contains("update_newer_local"),
+        "{text}"
     );
     assert!(pgsync.stop().await.success());
 }
@@ -204,7 +222,8 @@ async fn with_abalance_as_a_delta_column_every_increment_of_both_sides_is_kept()
         .unwrap();
 
     ready(&a, &b, &["pgbench_accounts"], true, &pgsync).await;
-    let (ta, tb) = both_sides(&a, &b, HOT_UPDATES).await;
+    let paced = format!("{HOT_UPDATES}\\sleep 10 ms\n");
+    let (ta, tb) = both_sides(&a, &b, &paced).await;
 
     wait_converged(
         &a,
