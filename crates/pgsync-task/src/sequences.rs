@@ -124,33 +124,39 @@ impl Follower {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = ticks.tick() => self.round().await,
-                _ = &mut last_round => {
+                _ = ticks.tick() => {
                     self.round().await;
+                }
+                _ = &mut last_round => {
+                    if let Some(moved) = self.round().await {
+                        tracing::info!(moved, "last sequence round before the stop");
+                    }
                     return;
                 }
             }
         }
     }
 
-    /// One round; failures are logged and the connections made again next time.
-    async fn round(&mut self) {
+    /// One round; failures are logged and the connections made again next time. The
+    /// number of sequences moved, when the round completed.
+    async fn round(&mut self) -> Option<usize> {
         match timeout(ROUND_TIMEOUT, self.round_inner()).await {
-            Ok(Ok(moved)) if moved > 0 => {
-                tracing::debug!(moved, "destination sequences brought forward");
+            Ok(Ok(moved)) => {
+                if moved > 0 {
+                    tracing::debug!(moved, "destination sequences brought forward");
+                }
+                return Some(moved);
             }
-            Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 tracing::warn!(error = %describe(&e), "sequence sync failed; trying again at the next round");
-                self.source = None;
-                self.destination = None;
             }
             Err(_) => {
                 tracing::warn!("sequence sync timed out; trying again at the next round");
-                self.source = None;
-                self.destination = None;
             }
         }
+        self.source = None;
+        self.destination = None;
+        None
     }
 
     async fn round_inner(&mut self) -> Result<usize, tokio_postgres::Error> {

@@ -114,8 +114,14 @@ async fn destination_sequences_follow_the_source_while_streaming_and_at_a_clean_
 
     // Written just before a clean stop: the last round on the way out takes it.
     write_on_a(&a, 0, 9, 3).await;
+    let log_file = pgsync.log.clone();
     let status = pgsync.stop().await;
     assert!(status.success(), "pgsync exited with {status}");
+    let text = std::fs::read_to_string(&log_file).unwrap();
+    assert!(
+        text.contains("last sequence round before the stop"),
+        "{text}"
+    );
     for (src, dst) in SEQUENCES {
         let (x, y) = (last_value(&a, src).await, last_value(&b, dst).await);
         assert!(y >= x, "{dst} is at {y} on B, {src} at {x} on A");
@@ -129,7 +135,9 @@ async fn a_destination_sequence_ahead_of_the_source_is_never_moved_back() {
     let task = TaskFile::new(&a, &b, TASK);
     let pgsync = Pgsync::run(&task);
     let log = || pgsync.log_text();
-    wait_at_least(&b, "SELECT count(*) FROM app_copy.goods", 20, &log).await;
+    // Streaming (the copy's own setval steps are behind us) once a streamed row is in.
+    write_on_a(&a, 1, 0, 0).await;
+    wait_at_least(&b, "SELECT count(*) FROM app_copy.goods", 21, &log).await;
 
     // B hands out values by itself (say, after a test switch-over), beyond A's.
     b.client()
@@ -149,8 +157,8 @@ async fn a_destination_sequence_ahead_of_the_source_is_never_moved_back() {
         &log,
     )
     .await;
-    wait_at_least(&b, "SELECT count(*) FROM app_copy.goods", 70, &log).await;
-    assert_eq!(last_value(&a, "app.items_id_seq").await, 70);
+    wait_at_least(&b, "SELECT count(*) FROM app_copy.goods", 71, &log).await;
+    assert_eq!(last_value(&a, "app.items_id_seq").await, 71);
     assert_eq!(last_value(&b, "app_copy.items_id_seq").await, 100_000);
 
     let status = pgsync.stop().await;

@@ -159,11 +159,21 @@ impl fmt::Display for ValidationReport {
                 )
             })
             .count();
+        let skipped = self
+            .tables
+            .iter()
+            .filter(|t| t.outcome == Outcome::Skipped)
+            .count();
         writeln!(
             f,
-            "task {}: {} table(s) compared in {:.1} s: {}",
+            "task {}: {} table(s) compared{} in {:.1} s: {}",
             self.task,
-            self.tables.len(),
+            self.tables.len() - skipped,
+            if skipped == 0 {
+                String::new()
+            } else {
+                format!(" ({skipped} skipped)")
+            },
             self.seconds,
             if differing == 0 {
                 "all equal".to_owned()
