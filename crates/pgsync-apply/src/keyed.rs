@@ -70,9 +70,7 @@ pub(crate) fn shape_of(change: &Change, entry: &TableEntry) -> Option<(Op, Vec<u
     }
     match change {
         // An old key is sent only when the key changed: that one needs its own statement.
-        Change::Update {
-            new, old: None, ..
-        } => {
+        Change::Update { new, old: None, .. } => {
             let mut set = Vec::with_capacity(new.len());
             for (i, v) in new.iter().enumerate() {
                 match v {
@@ -209,7 +207,13 @@ pub(crate) fn statement(dest: &QualifiedName, op: Op, key: &[&Col], set: &[&Col]
     let matches: Vec<String> = key
         .iter()
         .enumerate()
-        .map(|(i, c)| format!("pgsync_t.{} = pgsync_v.k{i}::{}", Ident(&c.name), c.type_name))
+        .map(|(i, c)| {
+            format!(
+                "pgsync_t.{} = pgsync_v.k{i}::{}",
+                Ident(&c.name),
+                c.type_name
+            )
+        })
         .collect();
     let matches = matches.join(" AND ");
     match op {
