@@ -319,3 +319,43 @@ async fn fail_stops_the_task_naming_the_conflict_and_a_restart_after_the_fix_ski
     assert_eq!(one(&b, "SELECT v::bigint FROM kv WHERE k = 500").await, 7);
     assert!(pgsync.stop().await.success());
 }
+
+#[tokio::test]
+async fn in_marker_mode_every_applied_transaction_writes_the_marker_and_nothing_loops() {
+    let (a, b) = pgbench_pair(1).await;
+    a.client().await.unwrap().batch_execute(KV).await.unwrap();
+    let task = TaskFile::new(
+        &a,
+        &b,
+        "[sync]\ntwo_way = true\nconflict_policy = \"last_write_wins\"\nloop_prevention = \"marker\"",
+    );
+    let pgsync = Pgsync::run(&task);
+    let tables = ["kv", "runs"];
+    wait_converged(&a, &b, &tables, Duration::from_secs(60), &pgsync.log_text()).await;
+    ready(&a, &b, &tables, true, &pgsync).await;
+    let (ca, cb) = (a.client().await.unwrap(), b.client().await.unwrap());
+    for i in 0..20 {
+        ca.execute("INSERT INTO runs (side, k) VALUES (1, $1)", &[&i])
+            .await
+            .unwrap();
+        cb.execute("INSERT INTO runs (side, k) VALUES (2, $1)", &[&i])
+            .await
+            .unwrap();
+    }
+    wait_converged(&a, &b, &tables, Duration::from_secs(60), &pgsync.log_text()).await;
+    still_equal(&a, &b, &tables, &pgsync.log_text()).await;
+    for c in [&a, &b] {
+        assert_eq!(one(c, "SELECT count(*) FROM runs").await, 40);
+        assert!(
+            one(
+                c,
+                "SELECT coalesce(sum(n), 0)::bigint FROM pgsync.loop_marker"
+            )
+            .await
+                > 0,
+            "port {}: no marker written (one per destination transaction)",
+            c.port()
+        );
+    }
+    assert!(pgsync.stop().await.success());
+}
