@@ -144,9 +144,7 @@ async fn both_sides_updating_the_same_keys_converge_under_last_write_wins_and_no
     .await;
 
     ready(&a, &b, &["pgbench_accounts"], true, &pgsync).await;
-    let started = std::time::Instant::now();
     let (ta, tb) = both_sides(&a, &b, HOT_UPDATES).await;
-    let loaded = started.elapsed();
     wait_converged(
         &a,
         &b,
@@ -155,10 +153,6 @@ async fn both_sides_updating_the_same_keys_converge_under_last_write_wins_and_no
         &pgsync.log_text(),
     )
     .await;
-    eprintln!(
-        "hot keys: {ta} + {tb} transactions in {loaded:?}, converged {:?} after the load",
-        started.elapsed() - loaded
-    );
     let expected = (ta + tb) as i64;
     for c in [&a, &b] {
         assert_eq!(
