@@ -530,3 +530,68 @@ operations = ["insert", "update"]
     assert_eq!(checksum(&b, "events").await.0, 10);
     assert!(pgsync.stop().await.success());
 }
+
+#[tokio::test]
+async fn in_a_two_way_task_a_row_filter_is_compared_on_both_sides() {
+    let (a, b) = tokio::try_join!(
+        Cluster::builder().database("shop").start(),
+        Cluster::builder().database("shop").start()
+    )
+    .unwrap();
+    exec(
+        &a,
+        "CREATE TABLE orders (id int PRIMARY KEY, region text NOT NULL);
+         ALTER TABLE orders REPLICA IDENTITY FULL;
+         INSERT INTO orders SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END
+           FROM generate_series(1, 40) g;",
+    )
+    .await;
+    let task = TaskFile::new(
+        &a,
+        &b,
+        r#"
+[sync]
+two_way = true
+[objects]
+include = ["public.*"]
+[[objects.table]]
+name = "public.orders"
+row_filter = "region = 'eu'"
+"#,
+    );
+    let pgsync = Pgsync::run(&task);
+    // B's own US order travels to A (the reverse direction is not filtered): both sides
+    // have it, and it lies outside the filter on both.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while checksum(&b, "orders").await.0 != 20 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            pgsync.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    exec(&b, "INSERT INTO orders VALUES (500, 'us')").await;
+    while checksum(&a, "(SELECT * FROM orders WHERE id = 500)")
+        .await
+        .0
+        != 1
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            pgsync.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let (code, report, err) = validate(&task, &["--repair"]).await;
+    assert_eq!(code, 0, "{report:#}\n{err}");
+    let orders = table(&report, "orders");
+    assert_eq!(orders["outcome"], "equal", "{orders:#}");
+    assert_eq!(orders["rows_source"], 20, "{orders:#}");
+    assert_eq!(orders["rows_destination"], 20, "{orders:#}");
+    assert_eq!(orders["repaired"], 0, "{orders:#}");
+    assert_eq!(checksum(&b, "orders").await.0, 21);
+    assert!(pgsync.stop().await.success());
+}

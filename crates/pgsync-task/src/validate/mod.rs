@@ -142,9 +142,8 @@ pub async fn validate(
             Planned::Table(p) => {
                 let mut r = table::compare(&ctx, &p).await?;
                 if let Some(f) = &p.source_filter {
-                    r.notes.push(format!(
-                        "source rows compared: those of the row filter ({f})"
-                    ));
+                    r.notes
+                        .push(format!("rows compared: those of the row filter ({f})"));
                 }
                 r
             }
@@ -159,14 +158,11 @@ pub async fn validate(
             Planned::Skipped {
                 source,
                 destination,
-                operations,
+                reason,
             } => {
                 let mut r = TableReport::new(source, destination);
                 r.outcome = Outcome::Skipped;
-                r.notes.push(format!(
-                    "the task syncs only {operations} of this table, so the sides are meant \
-                     to differ; not compared (nor repaired)"
-                ));
+                r.notes.push(reason);
                 r
             }
         };

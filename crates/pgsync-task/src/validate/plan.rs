@@ -8,11 +8,13 @@
 //!
 //! Per-table filters (`[[objects.table]]`): a row filter is added to every read of the
 //! source (the destination should hold exactly the rows that match it, see
-//! `forward/filters.rs`), so rows outside it count as extra on the destination. A table
-//! that does not sync all of INSERT, UPDATE and DELETE is skipped: its differences are
-//! intended (and a repair would undo them).
+//! `forward/filters.rs`), so rows outside it count as extra on the destination. In a
+//! two-way task B's own rows outside the filter are legitimately on both sides, so the
+//! filter is applied on both (which needs the filter's column names on B: a table with
+//! renamed columns is skipped). A table that does not sync all of INSERT, UPDATE and
+//! DELETE is skipped: its differences are intended (and a repair would undo them).
 
-use pgsync_names::{Operation, Operations, QualifiedName};
+use pgsync_names::{Operation, QualifiedName};
 use tokio_postgres::Client;
 
 use super::error::ValidateError;
@@ -52,8 +54,10 @@ pub(super) struct TablePlan {
     pub(super) key: Vec<usize>,
     pub(super) only_source: Vec<String>,
     pub(super) only_destination: Vec<String>,
-    /// The task's row filter of the table (over source columns), applied on the source.
+    /// The task's row filter of the table (over source columns): applied on the source,
+    /// and on the destination too when `filter_destination`.
     pub(super) source_filter: Option<String>,
+    pub(super) filter_destination: bool,
 }
 
 impl TablePlan {
@@ -79,12 +83,13 @@ pub(super) enum Planned {
         source: QualifiedName,
         destination: QualifiedName,
     },
-    /// Not compared: the task's operation filter leaves out some of INSERT, UPDATE and
-    /// DELETE, so the sides are meant to differ.
+    /// Not compared, for `reason`: the task's operation filter leaves out some of
+    /// INSERT, UPDATE and DELETE (the sides are meant to differ), or a two-way row filter
+    /// cannot be applied on the destination.
     Skipped {
         source: QualifiedName,
         destination: QualifiedName,
-        operations: Operations,
+        reason: String,
     },
 }
 
@@ -130,7 +135,11 @@ pub(super) async fn plan(
         return Ok(Planned::Skipped {
             source: table.clone(),
             destination: dest,
-            operations: f.operations,
+            reason: format!(
+                "the task syncs only {} of this table, so the sides are meant to differ; \
+                 not compared (nor repaired)",
+                f.operations
+            ),
         });
     }
     let exists: bool = b
@@ -154,6 +163,7 @@ pub(super) async fn plan(
         only_source: Vec::new(),
         only_destination: Vec::new(),
         source_filter: filter.and_then(|f| f.row_filter.clone()),
+        filter_destination: false,
     };
     for (name, ty) in &src_cols {
         let mapped = spec.mapping.column(table, name);
@@ -175,6 +185,18 @@ pub(super) async fn plan(
         .map(|k| plan.columns.iter().position(|c| &c.names[0] == k))
         .collect();
     plan.key = key.unwrap_or_default();
+    if plan.source_filter.is_some() && spec.sync.two_way {
+        if plan.columns.iter().any(|c| c.names[0] != c.names[1]) {
+            return Ok(Planned::Skipped {
+                source: table.clone(),
+                destination: dest,
+                reason: "two-way with a row filter over renamed columns: the filter cannot \
+                         be applied to the destination's rows; not compared (nor repaired)"
+                    .into(),
+            });
+        }
+        plan.filter_destination = true;
+    }
     Ok(Planned::Table(plan))
 }
 

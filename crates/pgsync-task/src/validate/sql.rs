@@ -57,10 +57,14 @@ impl<'a> TableSql<'a> {
         format!("hashtextextended(ROW({})::text, 0)", parts.join(", "))
     }
 
-    /// ` AND (<row filter>)` on the source of a filtered table, else nothing.
+    /// ` AND (<row filter>)` on the source of a filtered table (and on the destination
+    /// when the plan says so), else nothing.
     fn row_filter(&self) -> String {
         match (&self.plan.source_filter, self.w) {
             (Some(f), Which::Source) => format!(" AND ({f})"),
+            (Some(f), Which::Destination) if self.plan.filter_destination => {
+                format!(" AND ({f})")
+            }
             _ => String::new(),
         }
     }
@@ -306,6 +310,7 @@ mod tests {
             only_source: vec![],
             only_destination: vec![],
             source_filter: None,
+            filter_destination: false,
         }
     }
 
@@ -329,6 +334,10 @@ mod tests {
         ] {
             assert!(!sql.contains("'eu'"), "{sql}");
         }
+        // Two-way: on both sides.
+        p.filter_destination = true;
+        let dst = TableSql::new(&p, Which::Destination);
+        assert!(dst.sums(false, false).ends_with(" AND (\"Region\" = 'eu')"));
     }
 
     #[test]
