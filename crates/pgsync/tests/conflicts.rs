@@ -352,4 +352,27 @@ async fn in_marker_mode_every_applied_transaction_writes_the_marker_and_nothing_
         );
     }
     assert!(pgsync.stop().await.success());
+    // Release removes the marker, the conflict log, the tombstones and their triggers.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgsync"))
+        .args(["release", "--config"])
+        .arg(&task.path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    common::untouched(&a).await;
+    common::untouched(&b).await;
+    for c in [&a, &b] {
+        assert_eq!(
+            one(
+                c,
+                "SELECT count(*) FROM pg_trigger WHERE tgname = 'pgsync_tombstone'"
+            )
+            .await,
+            0
+        );
+    }
 }

@@ -61,7 +61,7 @@ pub(super) async fn run(
     config.loop_marker = link
         .loop_filter
         .as_ref()
-        .and_then(|f| f.marker_statement(&link.names.origin));
+        .and_then(|f| f.marker_statement(&link.task));
     link.prepare(&dest).await?;
     if link.direction == Direction::Forward {
         let admin = link.writer.connect().await.map_err(TaskError::sql(what))?;
