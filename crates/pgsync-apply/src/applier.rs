@@ -881,6 +881,9 @@ impl Applier {
         let mut set = Vec::new();
         if op != Op::Delete {
             for (i, v) in new.iter().enumerate() {
+                if op == Op::Update && !entry.update_writes(i, old, new) {
+                    continue;
+                }
                 if let Some(p) = Param::from_column(v) {
                     set.push(i as u16);
                     params.push(p);

@@ -73,6 +73,9 @@ pub(crate) fn shape_of(change: &Change, entry: &TableEntry) -> Option<(Op, Vec<u
         Change::Update { new, old: None, .. } => {
             let mut set = Vec::with_capacity(new.len());
             for (i, v) in new.iter().enumerate() {
+                if !entry.update_writes(i, None, new) {
+                    continue;
+                }
                 match v {
                     ColumnValue::Text(_) | ColumnValue::Null => set.push(i as u16),
                     ColumnValue::Unchanged => {}

@@ -34,11 +34,12 @@ pub(crate) struct Col {
     pub(crate) type_name: String,
 }
 
-/// `INSERT INTO t (c...) VALUES ($1...)`.
+/// `INSERT INTO t (c...) OVERRIDING SYSTEM VALUE VALUES ($1...)`: the source's value of a
+/// `GENERATED ALWAYS AS IDENTITY` column is written as well (a no-op for other tables).
 pub(crate) fn insert(table: &QualifiedName, cols: &[&Col]) -> String {
     let mut sql = format!("INSERT INTO {table} (");
     push_list(&mut sql, cols.iter().map(|c| Ident(&c.name).to_string()));
-    sql.push_str(") VALUES (");
+    sql.push_str(") OVERRIDING SYSTEM VALUE VALUES (");
     push_list(&mut sql, (1..=cols.len()).map(|i| format!("${i}")));
     sql.push(')');
     sql
@@ -174,7 +175,7 @@ mod tests {
         );
         assert_eq!(
             insert(&t, &[&a, &b]),
-            r#"INSERT INTO "app"."Order Items" ("a", "B""x") VALUES ($1, $2)"#
+            r#"INSERT INTO "app"."Order Items" ("a", "B""x") OVERRIDING SYSTEM VALUE VALUES ($1, $2)"#
         );
         assert_eq!(
             update(&t, &[&a, &b], &[&k], Match::Key),

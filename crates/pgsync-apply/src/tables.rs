@@ -24,6 +24,9 @@ pub(crate) struct TableEntry {
     pub(crate) cols: Vec<Col>,
     /// Indexes of the replica identity key columns.
     pub(crate) key: Vec<usize>,
+    /// Per source column: the destination column is `GENERATED ALWAYS AS IDENTITY`, which
+    /// INSERT writes only with `OVERRIDING SYSTEM VALUE` and UPDATE cannot set at all.
+    pub(crate) always_identity: Vec<bool>,
     /// Whether rows are matched by the whole old row (REPLICA IDENTITY FULL).
     pub(crate) full_identity: bool,
     /// Changes in source transactions ending at or before this LSN are in the table's
@@ -32,6 +35,25 @@ pub(crate) struct TableEntry {
 }
 
 impl TableEntry {
+    /// Whether an UPDATE writes source column `i`. Not a `GENERATED ALWAYS AS IDENTITY`
+    /// column whose value did not change (PostgreSQL lets UPDATE set it only to DEFAULT):
+    /// with no old row sent, the key is unchanged and any other identity column is taken
+    /// as unchanged too (the source can only move it with `SET col = DEFAULT`).
+    pub(crate) fn update_writes(
+        &self,
+        i: usize,
+        old: Option<&pgsync_wal::pgoutput::OldTuple>,
+        new: &pgsync_wal::Tuple,
+    ) -> bool {
+        if !self.always_identity.get(i).copied().unwrap_or(false) {
+            return true;
+        }
+        match old {
+            None => false,
+            Some(o) => o.tuple().get(i) != new.get(i),
+        }
+    }
+
     pub(crate) async fn resolve(
         client: &Client,
         mapping: &Mapping,
@@ -40,7 +62,7 @@ impl TableEntry {
         let dest = mapping.table(&relation.name);
         let rows = client
             .query(
-                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)
+                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attidentity = 'a'
                  FROM pg_attribute a
                  JOIN pg_class c ON c.oid = a.attrelid
                  JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -56,6 +78,7 @@ impl TableEntry {
             });
         }
         let mut cols = Vec::with_capacity(relation.columns.len());
+        let mut always_identity = Vec::with_capacity(relation.columns.len());
         for c in &relation.columns {
             let name = mapping.column(&relation.name, &c.name);
             let Some(row) = rows.iter().find(|r| r.get::<_, &str>(0) == name) else {
@@ -65,6 +88,7 @@ impl TableEntry {
                     source_column: c.name.clone(),
                 });
             };
+            always_identity.push(row.get::<_, bool>(2));
             cols.push(Col {
                 name,
                 type_name: row.get(1),
@@ -75,6 +99,7 @@ impl TableEntry {
             dest,
             cols,
             key: relation.key_columns().map(|(i, _)| i).collect(),
+            always_identity,
             full_identity: relation.replica_identity == ReplicaIdentity::Full,
             copied_at: pgsync_wal::Lsn::INVALID,
         })

@@ -21,6 +21,7 @@ CREATE TABLE events (id bigint PRIMARY KEY, item int, note text);
 CREATE TABLE log (a int, b text);
 ALTER TABLE log REPLICA IDENTITY FULL;
 CREATE TABLE kinds (id int PRIMARY KEY, f float8, n numeric, ts timestamptz, j jsonb, b bytea, arr int[], iv interval, t text, big text);
+CREATE TABLE idents (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text, seq int GENERATED ALWAYS AS IDENTITY);
 ";
 
 async fn pair() -> (Cluster, Cluster) {
@@ -40,7 +41,7 @@ async fn pair() -> (Cluster, Cluster) {
     a.client()
         .await
         .unwrap()
-        .batch_execute("CREATE PUBLICATION pub FOR TABLE items, events, log, kinds")
+        .batch_execute("CREATE PUBLICATION pub FOR TABLE items, events, log, kinds, idents")
         .await
         .unwrap();
     let mut conn = ReplicationConnection::connect(&ReplicationConfig::parse(&a.dsn()).unwrap())
@@ -364,4 +365,35 @@ async fn a_row_missing_under_a_keyed_run_fails_the_whole_group() {
         (Some(0), 0),
         "nothing of the group may be applied"
     );
+}
+
+#[tokio::test]
+async fn rows_of_generated_always_identity_columns_keep_the_source_values() {
+    let (a, b) = pair().await;
+    // B hands out other values than A: every value must come from A.
+    b.client()
+        .await
+        .unwrap()
+        .batch_execute("ALTER TABLE idents ALTER COLUMN id RESTART WITH 1000")
+        .await
+        .unwrap();
+    a.client()
+        .await
+        .unwrap()
+        .batch_execute(
+            "INSERT INTO idents (v) VALUES ('one');
+             INSERT INTO idents (v) VALUES ('two');
+             INSERT INTO idents (v) SELECT 'bulk ' || g FROM generate_series(1, 30) g;
+             UPDATE idents SET v = v || '!';
+             UPDATE idents SET v = 'single' WHERE id = 2;
+             DELETE FROM idents WHERE id % 7 = 0;",
+        )
+        .await
+        .unwrap();
+    let txns = transactions(&a, wal_lsn(&a).await, false).await;
+    let mut applier = Applier::new(b.client().await.unwrap(), config())
+        .await
+        .unwrap();
+    applier.apply(&txns).await.unwrap();
+    assert_equal(&a, &b, &["idents"]).await;
 }
