@@ -47,6 +47,9 @@ use crate::{carry, conflict_log, sql, tombstones};
 /// between the careful path's look and its write.
 const RACE_RETRIES: usize = 3;
 
+/// How often the fast path prunes tombstones.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The careful path's state, kept by the applier.
 #[derive(Debug, Default)]
 pub(crate) struct CarefulState {
@@ -67,6 +70,10 @@ pub(crate) struct CarefulState {
     current: Option<(i64, Lsn)>,
     /// Newer local rows kept and logged by the fast path's statements themselves.
     guard: Option<Guard>,
+    /// The conflict log's INSERT, prepared once.
+    log_insert: Option<tokio_postgres::Statement>,
+    /// When tombstones were last pruned.
+    pruned_at: Option<std::time::Instant>,
     /// Whether the last careful transaction failed on a write that raced an application
     /// (worth replaying), rather than on a decision.
     raced: bool,
@@ -117,10 +124,12 @@ impl CarefulState {
             delete_policy: keeps(ConflictKind::DeleteNewerLocal),
             local_wins_ties,
         });
+        let log_insert = Some(conflict_log::prepare(client).await?);
         Ok(Self {
             commit_timestamps,
             stamp_check,
             guard,
+            log_insert,
             ..Self::default()
         })
     }
@@ -221,6 +230,16 @@ impl Applier {
         self.careful.current = None;
         if h.delta_columns.is_empty() && !h.tombstones {
             return Ok(None);
+        }
+        // Tombstones older than what arrives now (less the margin) are no longer needed.
+        if h.tombstones
+            && self
+                .careful
+                .pruned_at
+                .is_none_or(|t| t.elapsed() >= PRUNE_EVERY)
+        {
+            tombstones::prune(&self.client, Some(self.careful.group_min_time)).await?;
+            self.careful.pruned_at = Some(std::time::Instant::now());
         }
         let mut inserts = tombstones::Inserts::default();
         for txn in todo {
@@ -360,9 +379,14 @@ impl Applier {
         let mut records = Vec::new();
         let outcome = self.careful_changes(h, txn, &mut records).await;
         let outcome = match outcome {
-            Ok(Step::Done) => conflict_log::write(&self.client, &self.config.origin, &records)
-                .await
-                .map(|()| Step::Done),
+            Ok(Step::Done) => conflict_log::write(
+                &self.client,
+                self.careful.log_insert.as_ref(),
+                &self.config.origin,
+                &records,
+            )
+            .await
+            .map(|()| Step::Done),
             other => other,
         };
         match outcome {
@@ -392,7 +416,13 @@ impl Applier {
                 // The task stops; the log shows why (best effort: the error says it too).
                 let logged = async {
                     self.client.batch_execute("BEGIN").await?;
-                    let _ = conflict_log::write(&self.client, &self.config.origin, &records).await;
+                    let _ = conflict_log::write(
+                        &self.client,
+                        self.careful.log_insert.as_ref(),
+                        &self.config.origin,
+                        &records,
+                    )
+                    .await;
                     self.client.batch_execute("COMMIT").await
                 }
                 .await;

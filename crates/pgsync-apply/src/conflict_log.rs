@@ -12,8 +12,8 @@
 //! counts the rows per kind for each direction.
 
 use pgsync_conflict::ConflictRecord;
-use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
 
 use crate::error::ApplyError;
 
@@ -49,19 +49,29 @@ const INSERT: &str = "INSERT INTO pgsync.conflicts (origin, kind, table_name, ke
         TIMESTAMPTZ '2000-01-01 00:00:00+00' + $10::bigint * INTERVAL '1 microsecond',
         $11, $12, $13, $14, $15::text::pg_lsn, $16)";
 
-/// Writes `records` (in the session's current transaction, if one is open).
+/// The log's INSERT, prepared.
+pub(crate) async fn prepare(client: &Client) -> Result<Statement, ApplyError> {
+    client
+        .prepare(INSERT)
+        .await
+        .map_err(ApplyError::pg("preparing the conflict log insert"))
+}
+
+/// Writes `records` (in the session's current transaction, if one is open) with the
+/// prepared INSERT (prepared here when `None`).
 pub(crate) async fn write(
     client: &Client,
+    prepared: Option<&Statement>,
     origin: &str,
     records: &[ConflictRecord],
 ) -> Result<(), ApplyError> {
     if records.is_empty() {
         return Ok(());
     }
-    let stmt = client
-        .prepare(INSERT)
-        .await
-        .map_err(ApplyError::pg("preparing the conflict log insert"))?;
+    let stmt = match prepared {
+        Some(s) => s.clone(),
+        None => prepare(client).await?,
+    };
     for r in records {
         let json = |v: &Option<serde_json::Value>| v.as_ref().map(ToString::to_string);
         let (key, local, remote) = (json(&r.key), json(&r.local_row), json(&r.remote_row));
