@@ -14,11 +14,13 @@
 //!   B: k deleted by A's delete @10 (10 > 5)                           -> both without k
 //! ```
 //!
-//! **Retention.** Tombstones live in `pgsync.tombstones` on each destination (table, key,
-//! delete commit time, origin). A tombstone matters only to an incoming change committed
-//! *before* the delete, and the other node's changes arrive in commit order: once this
-//! node has applied a change from the other node committed after `delete + margin`, no
-//! later change from it can be older than the delete, and the tombstone is dead weight.
+//! **Retention.** Tombstones live in `pgsync.tombstones` on each destination (table and
+//! key; the delete's commit time is that of the tombstone row's own transaction, read with
+//! `pg_xact_commit_timestamp(xmin)`, see pgsync-apply's `tombstones.rs`). A tombstone
+//! matters only to an incoming change committed *before* the delete, and the other node's
+//! changes arrive in commit order: once this node has applied a change from the other
+//! node committed after `delete + margin`, no later change from it can be older than the
+//! delete, and the tombstone is dead weight.
 //! So [`TombstoneRetention`] prunes by the **applied watermark** (the commit time of the
 //! last transaction applied from the other node), not by wall-clock age: a paused task
 //! keeps every tombstone it will still need, and the other node's heartbeat keeps the
