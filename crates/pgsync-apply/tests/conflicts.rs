@@ -407,7 +407,7 @@ async fn fail_stops_at_the_conflict_and_after_a_hand_fix_nothing_is_skipped() {
 }
 
 #[tokio::test]
-async fn conflicts_in_the_middle_of_a_group_cost_one_careful_transaction_each_and_lose_nothing() {
+async fn conflicts_in_the_middle_of_one_group_are_each_decided_and_nothing_is_lost() {
     let s = setup(&["p_group"]).await;
     apply_grouped(
         &s,
