@@ -30,9 +30,9 @@ use pgsync_wal::{Lsn, Relation, Transaction, Tuple};
 use tokio_postgres::{Client, Statement};
 
 use crate::conflicts::ConflictHandling;
-use crate::copy::{ActiveCopy, CopyFormat, InsertRun, RowShape};
+use crate::copy::{ActiveCopy, InsertRun, RowShape};
 use crate::error::ApplyError;
-use crate::keyed::{self, KeyedRun, TextArray};
+use crate::keyed::{KeyedRun, TextArray};
 use crate::param::Param;
 use crate::pipeline::{self, Expect, InFlight};
 use crate::session::{self, FlushTracker};
@@ -195,10 +195,14 @@ pub struct Applier {
 
 #[path = "careful.rs"]
 mod careful;
+#[path = "copy_runs.rs"]
+mod copy_runs;
 #[path = "ddl.rs"]
 mod ddl;
 #[path = "eager.rs"]
 mod eager;
+#[path = "keyed_runs.rs"]
+mod keyed_runs;
 pub use ddl::DdlApply;
 
 impl Applier {
@@ -469,198 +473,6 @@ impl Applier {
             self.flush_keyed(b, oid).await?;
         }
         Ok(())
-    }
-
-    /// Whether `change` may join a keyed run, and with which shape: not while a
-    /// last-writer check guards every row (each row carries its own condition).
-    fn keyed_shape(&self, change: &Change) -> Option<(Op, Vec<u16>)> {
-        if self.config.keyed_min_rows < 2 || self.careful.stamp_check().is_some() {
-            return None;
-        }
-        let relation = match change {
-            Change::Update { relation, .. } | Change::Delete { relation, .. } => relation,
-            _ => return None,
-        };
-        keyed::shape_of(change, self.tables.get(&relation.oid)?)
-    }
-
-    /// Adds `change` to its table's keyed run (starting one, or putting a run of another
-    /// shape, or one that has the key already, in the chunk first). `Some(change)`: it
-    /// cannot go in a run after all.
-    async fn push_keyed(
-        &mut self,
-        b: &mut Batch,
-        change: Change,
-        end_lsn: Lsn,
-        op: Op,
-        set: Vec<u16>,
-    ) -> Result<Option<Change>, ApplyError> {
-        let Some(relation) = change_relation(&change) else {
-            return Ok(Some(change));
-        };
-        let oid = relation.oid;
-        let change = match b.keyed.get_mut(&oid) {
-            Some(run) => match run.try_push(change, end_lsn, op, &set, &self.tables[&oid]) {
-                Ok(()) => {
-                    if run.rows.len() >= self.config.keyed_max_rows.max(2) {
-                        self.flush_keyed(b, oid).await?;
-                    }
-                    return Ok(None);
-                }
-                Err(change) => {
-                    self.flush_keyed(b, oid).await?;
-                    change
-                }
-            },
-            None => change,
-        };
-        let mut run = KeyedRun::new(relation, op, set.clone());
-        match run.try_push(change, end_lsn, op, &set, &self.tables[&oid]) {
-            Ok(()) => {
-                b.keyed.insert(oid, run);
-                Ok(None)
-            }
-            Err(change) => Ok(Some(change)),
-        }
-    }
-
-    /// Puts the keyed run of `oid` in the chunk, in its place: as one statement, or as
-    /// single-row statements when it has too few rows to be worth it.
-    async fn flush_keyed(&mut self, b: &mut Batch, oid: u32) -> Result<(), ApplyError> {
-        let Some(run) = b.keyed.remove(&oid) else {
-            return Ok(());
-        };
-        if run.rows.len() >= self.config.keyed_min_rows {
-            b.chunk.push(Item::Keyed(run));
-        } else {
-            b.chunk
-                .extend(run.rows.into_iter().map(|(c, l)| Item::Change(c, l)));
-        }
-        if b.chunk.len() >= self.config.pipeline_depth.max(1) {
-            self.run_chunk(b).await?;
-        }
-        Ok(())
-    }
-
-    /// The prepared statement and arrays of a keyed run.
-    async fn keyed_statement(
-        &mut self,
-        run: &KeyedRun,
-    ) -> Result<(Statement, Vec<TextArray>, Expect), ApplyError> {
-        let oid = run.relation.oid;
-        let entry = &self.tables[&oid];
-        let arrays = run.arrays(entry);
-        let expect = Expect {
-            op: run.op,
-            relation: oid,
-            describe_key: format!("one of {} keys written together", run.rows.len()),
-            rows: run.rows.len() as u64,
-        };
-        let key = (oid, run.op, run.set.clone());
-        if let Some(stmt) = self.keyed_statements.get(&key) {
-            return Ok((stmt.clone(), arrays, expect));
-        }
-        let keys: Vec<&Col> = entry.key.iter().map(|&i| &entry.cols[i]).collect();
-        let set: Vec<&Col> = run.set.iter().map(|&i| &entry.cols[i as usize]).collect();
-        let text = keyed::statement(&entry.dest, run.op, &keys, &set);
-        let stmt = self
-            .client
-            .prepare(&text)
-            .await
-            .map_err(ApplyError::pg(format!("preparing {text}")))?;
-        self.keyed_statements.insert(key, stmt.clone());
-        Ok((stmt, arrays, expect))
-    }
-
-    /// Sends the held-back inserts of one relation: through COPY when there are enough
-    /// of them, else as statements of the chunk.
-    async fn flush_run(&mut self, b: &mut Batch, oid: u32) -> Result<(), ApplyError> {
-        let Some(run) = b.runs.get(&oid) else {
-            return Ok(());
-        };
-        if run.rows.len() >= self.config.copy_min_rows {
-            self.start_active(b, oid).await?;
-            return self.finish_active(b).await;
-        }
-        let Some(run) = b.runs.remove(&oid) else {
-            return Ok(());
-        };
-        b.run_bytes -= run.bytes;
-        b.chunk
-            .extend(run.rows.into_iter().map(|(c, l)| Item::Change(c, l)));
-        if b.chunk.len() >= self.config.pipeline_depth.max(1) {
-            self.run_chunk(b).await?;
-        }
-        Ok(())
-    }
-
-    /// Opens a COPY for the held-back inserts of `oid` and sends them; later inserts of
-    /// the same table and shape stream into it. The chunk goes first (COPY takes over the
-    /// connection until it ends).
-    async fn start_active(&mut self, b: &mut Batch, oid: u32) -> Result<(), ApplyError> {
-        self.run_chunk(b).await?;
-        let Some(run) = b.runs.remove(&oid) else {
-            return Ok(());
-        };
-        b.run_bytes -= run.bytes;
-        let first = run.rows.first().map(|r| r.1).unwrap_or_default();
-        let stmt = self.copy_statement(&run.relation, &run.shape).await?;
-        let begin = !b.began;
-        let mut active = ActiveCopy::open(
-            &self.client,
-            &stmt,
-            begin,
-            Arc::clone(&run.relation),
-            run.shape.clone(),
-            first,
-        )
-        .await
-        .map_err(|e| self.insert_error(e, oid, first))?;
-        b.began = true;
-        for (change, _) in &run.rows {
-            if let Change::Insert { new, .. } = change
-                && let Err(e) = active.push(new).await
-            {
-                return Err(self.insert_error(e, oid, first));
-            }
-        }
-        b.active = Some(active);
-        Ok(())
-    }
-
-    /// Ends the open COPY, if any.
-    async fn finish_active(&mut self, b: &mut Batch) -> Result<(), ApplyError> {
-        let Some(active) = b.active.take() else {
-            return Ok(());
-        };
-        let (oid, first) = (active.relation.oid, active.first_lsn);
-        active
-            .finish()
-            .await
-            .map_err(|e| self.insert_error(e, oid, first))?;
-        Ok(())
-    }
-
-    /// The prepared COPY statement for inserts of `relation` with `shape`.
-    async fn copy_statement(
-        &mut self,
-        relation: &Arc<Relation>,
-        shape: &RowShape,
-    ) -> Result<Statement, ApplyError> {
-        let key = (relation.oid, shape.clone());
-        if let Some(s) = self.copies.get(&key) {
-            return Ok(s.clone());
-        }
-        let entry = &self.tables[&relation.oid];
-        let cols: Vec<&Col> = shape.columns().map(|i| &entry.cols[i]).collect();
-        let text = sql::copy_in(&entry.dest, &cols, shape.format == CopyFormat::Binary);
-        let stmt = self
-            .client
-            .prepare(&text)
-            .await
-            .map_err(ApplyError::pg(format!("preparing {text}")))?;
-        self.copies.insert(key, stmt.clone());
-        Ok(stmt)
     }
 
     /// Runs the chunk's statements, pipelined, TRUNCATE at its place; with the group's
@@ -979,36 +791,5 @@ impl Applier {
                 rows: 1,
             },
         ))
-    }
-
-    /// A failed COPY: a unique violation is an `insert_exists` conflict.
-    fn insert_error(&self, e: tokio_postgres::Error, oid: u32, end_lsn: Lsn) -> ApplyError {
-        let Some(entry) = self.tables.get(&oid) else {
-            return ApplyError::pg("copying rows")(e);
-        };
-        if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
-            let detail = e
-                .as_db_error()
-                .and_then(|d| d.detail())
-                .unwrap_or("a key already exists")
-                .to_owned();
-            return ApplyError::Conflict {
-                table: entry.dest.clone(),
-                kind: "insert_exists",
-                detail,
-                end_lsn,
-            };
-        }
-        ApplyError::pg(format!("copying rows into {}", entry.dest))(e)
-    }
-}
-
-/// The relation a row change is on.
-fn change_relation(change: &Change) -> Option<Arc<Relation>> {
-    match change {
-        Change::Insert { relation, .. }
-        | Change::Update { relation, .. }
-        | Change::Delete { relation, .. } => Some(Arc::clone(relation)),
-        _ => None,
     }
 }
