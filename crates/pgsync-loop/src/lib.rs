@@ -105,7 +105,14 @@ pub fn is_pgsync_origin(name: &str) -> bool {
 }
 
 /// The marker table (marker mode), created on both sides and added to both publications.
-pub const MARKER_DDL: &str = "CREATE SCHEMA IF NOT EXISTS pgsync;
+///
+/// Both directions of a two-way pair run it on the same server at start-up (one as the
+/// reader's publication member, one as the writer's table), and concurrent `CREATE ...
+/// IF NOT EXISTS` can still fail on the catalog's unique index; a transaction-scoped
+/// advisory lock (the statements are one implicit transaction) makes the second wait and
+/// then find the table.
+pub const MARKER_DDL: &str = "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgsync.loop_marker'));
+CREATE SCHEMA IF NOT EXISTS pgsync;
 CREATE TABLE IF NOT EXISTS pgsync.loop_marker (task text PRIMARY KEY, n bigint NOT NULL);";
 
 #[cfg(test)]
