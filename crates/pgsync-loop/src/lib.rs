@@ -111,7 +111,8 @@ pub fn is_pgsync_origin(name: &str) -> bool {
 /// IF NOT EXISTS` can still fail on the catalog's unique index; a transaction-scoped
 /// advisory lock (the statements are one implicit transaction) makes the second wait and
 /// then find the table.
-pub const MARKER_DDL: &str = "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgsync.loop_marker'));
+pub const MARKER_DDL: &str =
+    "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgsync.loop_marker'));
 CREATE SCHEMA IF NOT EXISTS pgsync;
 CREATE TABLE IF NOT EXISTS pgsync.loop_marker (task text PRIMARY KEY, n bigint NOT NULL);";
 
