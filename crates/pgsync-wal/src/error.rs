@@ -37,6 +37,10 @@ pub enum WalError {
     #[error("invalid replication connection settings: {0}")]
     Config(String),
 
+    /// The DSN cannot be parsed or names a value that cannot work.
+    #[error(transparent)]
+    Dsn(#[from] crate::dsn::DsnError),
+
     /// The TCP connection or Unix socket could not be opened.
     #[error("could not connect to {target}: {source}")]
     Connect {
@@ -121,9 +125,11 @@ impl WalError {
     /// Whether and when retrying can help; see [`Retry`].
     pub fn retry(&self) -> Retry {
         match self {
-            Self::Config(_) | Self::Auth { .. } | Self::Unsupported { .. } | Self::Ended => {
-                Retry::Never
-            }
+            Self::Config(_)
+            | Self::Dsn(_)
+            | Self::Auth { .. }
+            | Self::Unsupported { .. }
+            | Self::Ended => Retry::Never,
             Self::Tls { .. } => Retry::Never,
             Self::Connect { .. } | Self::ConnectionLost { .. } | Self::Io { .. } => Retry::Now,
             // A garbled stream is worth one fresh connection; a bug would show up again.

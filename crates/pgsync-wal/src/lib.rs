@@ -5,6 +5,7 @@
 //! tokio-postgres. The pgoutput decoder is sans-IO and zero-copy over `bytes::Bytes`.
 
 pub mod conn;
+pub mod dsn;
 mod error;
 mod lsn;
 pub mod pgoutput;
@@ -15,6 +16,7 @@ pub use conn::{
     CreateSlot, CreatedSlot, ReplicationConfig, ReplicationConnection, SlotSnapshot, SslMode,
     StartOptions, Streaming, SystemIdentity,
 };
+pub use dsn::{ConnInfo, DsnError};
 pub use error::{Retry, ServerError, SqlState, WalError};
 pub use lsn::{AtomicLsn, Lsn, ParseLsnError};
 pub use pgoutput::{PgTimestamp, Relation, RelationColumn, ReplicaIdentity, Tuple};

@@ -13,7 +13,6 @@
 //! [`Row`]s. Ordinary SQL (catalog reads, snapshot import) belongs on tokio-postgres.
 
 mod commands;
-mod config;
 mod framed;
 mod socket;
 mod startup;
@@ -28,10 +27,17 @@ use postgres_protocol::message::backend::{ErrorResponseBody, Message};
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 
+pub use crate::dsn::{Endpoint, SslMode};
 pub use commands::{
     CreateSlot, CreatedSlot, SlotSnapshot, StartOptions, Streaming, SystemIdentity,
 };
-pub use config::{Endpoint, ReplicationConfig, SslMode};
+
+/// The settings of a replication connection: a [`ConnInfo`](crate::dsn::ConnInfo), parsed
+/// from the same DSN as the SQL sessions (the connection always asks for
+/// `replication=database`).
+pub type ReplicationConfig = crate::dsn::ConnInfo;
+
+pub(crate) use tls::{client_config, handshake_reason};
 
 pub(crate) use framed::{Backend, FrameReader};
 pub(crate) use socket::Socket;
@@ -84,6 +90,19 @@ impl ReplicationConnection {
     ///
     /// Not cancel-safe: dropping it mid-way leaves nothing usable (nothing leaks either).
     pub async fn connect(config: &ReplicationConfig) -> Result<Self, WalError> {
+        if config.ssl_mode != SslMode::Allow {
+            return Self::connect_once(config).await;
+        }
+        // libpq's `allow`: clear text first, TLS when pg_hba.conf refuses that.
+        match Self::connect_once(&config.clone().ssl_mode(SslMode::Disable)).await {
+            Err(e) if e.sqlstate() == Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION) => {
+                Self::connect_once(&config.clone().ssl_mode(SslMode::Require)).await
+            }
+            other => other,
+        }
+    }
+
+    async fn connect_once(config: &ReplicationConfig) -> Result<Self, WalError> {
         let socket = startup::open(config).await?;
         let tls = socket.is_tls();
         let (read, writer) = tokio::io::split(socket);

@@ -15,11 +15,12 @@ use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 use tokio::net::{TcpStream, UnixStream};
 
-use super::config::{Endpoint, ReplicationConfig};
+use super::ReplicationConfig;
 use super::framed::Backend;
 use super::socket::Socket;
 use super::tls;
 use super::{ReplicationConnection, log_notice, server_error};
+use crate::dsn::Endpoint;
 use crate::error::WalError;
 
 /// Opens the TCP connection or Unix socket and negotiates TLS. Not cancel-safe (dropping
@@ -66,9 +67,12 @@ pub(super) async fn startup(
 ) -> Result<(), WalError> {
     let mut params = vec![
         ("user", config.user.as_str()),
-        ("database", config.dbname.as_str()),
+        ("database", config.dbname()),
         ("replication", "database"),
-        ("application_name", config.application_name.as_str()),
+        (
+            "application_name",
+            config.application_name.as_deref().unwrap_or("pgsync"),
+        ),
         ("client_encoding", "UTF8"),
         // pgoutput prints values with the walsender session's settings; these make the
         // text forms unambiguous and exact, whatever the server's defaults (the apply

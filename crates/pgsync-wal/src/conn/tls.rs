@@ -11,6 +11,7 @@
 //! | sslmode     | TLS                 | chain checked | host name checked |
 //! |-------------|---------------------|---------------|-------------------|
 //! | disable     | never               | -             | -                 |
+//! | allow       | if plain is refused | no            | no                |
 //! | prefer      | if the server has it| no            | no                |
 //! | require     | must                | no*           | no                |
 //! | verify-ca   | must                | yes           | no                |
@@ -19,6 +20,9 @@
 //! *As in libpq, `require` with an explicit `sslrootcert` behaves like `verify-ca`.
 //! Exactly one byte is read after the SSLRequest, so nothing sent in clear by a
 //! man-in-the-middle can be mistaken for TLS-protected data.
+//!
+//! The same [`client_config`] serves the ordinary SQL sessions (see `crate::dsn::sql`),
+//! so both kinds of connection trust and check exactly the same things.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,23 +37,21 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::config::{Endpoint, ReplicationConfig, SslMode};
 use super::socket::Socket;
+use crate::dsn::{ConnInfo, Endpoint, SslMode};
 use crate::error::WalError;
 
 /// Negotiates TLS on a fresh TCP connection as `config.ssl_mode` asks.
 ///
 /// Not cancel-safe (a half-done handshake leaves the socket unusable; drop it).
-pub(crate) async fn negotiate(
-    mut tcp: TcpStream,
-    config: &ReplicationConfig,
-) -> Result<Socket, WalError> {
+pub(crate) async fn negotiate(mut tcp: TcpStream, config: &ConnInfo) -> Result<Socket, WalError> {
     let target = config.target();
-    if config.ssl_mode == SslMode::Disable {
+    // `allow` tries clear text first (`ReplicationConnection::connect` retries with TLS).
+    if matches!(config.ssl_mode, SslMode::Disable | SslMode::Allow) {
         return Ok(Socket::Tcp(tcp));
     }
     // Build the TLS settings first: a verify mode without roots fails before any I/O.
-    let tls = client_config(config)?;
+    let tls = client_config(config.ssl_mode, config.ssl_root_cert.as_deref(), &target)?;
     let mut request = bytes::BytesMut::new();
     postgres_protocol::message::frontend::ssl_request(&mut request);
     tcp.write_all(&request)
@@ -68,7 +70,7 @@ pub(crate) async fn negotiate(
                 reason: format!(
                     "the server does not accept TLS connections but sslmode={} requires TLS; \
                      turn on ssl in postgresql.conf or lower sslmode",
-                    mode_name(config.ssl_mode)
+                    config.ssl_mode
                 ),
             });
         }
@@ -89,7 +91,8 @@ pub(crate) async fn negotiate(
         })
 }
 
-fn handshake_reason(e: &std::io::Error, mode: SslMode) -> String {
+/// Why a handshake failed, and what to change.
+pub(crate) fn handshake_reason(e: &std::io::Error, mode: SslMode) -> String {
     let inner = e
         .get_ref()
         .and_then(|i| i.downcast_ref::<rustls::Error>())
@@ -99,8 +102,7 @@ fn handshake_reason(e: &std::io::Error, mode: SslMode) -> String {
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
         )) => format!(
             "the server certificate is not valid for this host name ({e}); connect with a \
-             name the certificate lists, or use sslmode=verify-ca (sslmode={} now)",
-            mode_name(mode)
+             name the certificate lists, or use sslmode=verify-ca (sslmode={mode} now)"
         ),
         Some(rustls::Error::InvalidCertificate(_)) => format!(
             "the server certificate did not verify ({e}); check sslrootcert names the CA \
@@ -110,17 +112,7 @@ fn handshake_reason(e: &std::io::Error, mode: SslMode) -> String {
     }
 }
 
-fn mode_name(mode: SslMode) -> &'static str {
-    match mode {
-        SslMode::Disable => "disable",
-        SslMode::Prefer => "prefer",
-        SslMode::Require => "require",
-        SslMode::VerifyCa => "verify-ca",
-        SslMode::VerifyFull => "verify-full",
-    }
-}
-
-fn server_name(config: &ReplicationConfig) -> Result<ServerName<'static>, WalError> {
+fn server_name(config: &ConnInfo) -> Result<ServerName<'static>, WalError> {
     let host = match &config.endpoint {
         Endpoint::Tcp { host, .. } => host.clone(),
         Endpoint::Unix(_) => return Err(WalError::Config("TLS over a Unix socket".into())),
@@ -133,22 +125,26 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn client_config(config: &ReplicationConfig) -> Result<rustls::ClientConfig, WalError> {
+/// The rustls settings for `mode`: which roots are trusted and what is checked.
+pub(crate) fn client_config(
+    mode: SslMode,
+    root_cert: Option<&Path>,
+    target: &str,
+) -> Result<rustls::ClientConfig, WalError> {
     let provider = provider();
-    let target = config.target();
     let tls_err = |reason: String| WalError::Tls {
-        target: target.clone(),
+        target: target.to_owned(),
         reason,
     };
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| tls_err(e.to_string()))?;
-    let mode = match (config.ssl_mode, &config.ssl_root_cert) {
+    let mode = match (mode, root_cert) {
         (SslMode::Require, Some(_)) => SslMode::VerifyCa,
         (m, _) => m,
     };
     let verifier: Arc<dyn ServerCertVerifier> = if mode.verifies() {
-        let roots = Arc::new(load_roots(config, mode)?);
+        let roots = Arc::new(load_roots(root_cert, mode, target)?);
         let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
             .build()
             .map_err(|e| tls_err(format!("cannot use the root certificates: {e}")))?;
@@ -166,15 +162,19 @@ fn client_config(config: &ReplicationConfig) -> Result<rustls::ClientConfig, Wal
         .with_no_client_auth())
 }
 
-fn load_roots(config: &ReplicationConfig, mode: SslMode) -> Result<RootCertStore, WalError> {
-    let target = config.target();
-    let path = match &config.ssl_root_cert {
+fn load_roots(
+    root_cert: Option<&Path>,
+    mode: SslMode,
+    target: &str,
+) -> Result<RootCertStore, WalError> {
+    let target = target.to_owned();
+    let path = match root_cert {
         Some(p) if p == Path::new("system") => {
             return Ok(RootCertStore {
                 roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
             });
         }
-        Some(p) => p.clone(),
+        Some(p) => p.to_path_buf(),
         None => std::env::var_os("HOME")
             .map(|h| PathBuf::from(h).join(".postgresql/root.crt"))
             .unwrap_or_default(),
@@ -184,7 +184,7 @@ fn load_roots(config: &ReplicationConfig, mode: SslMode) -> Result<RootCertStore
         reason: format!(
             "sslmode={} needs trusted root certificates, and {} cannot be read: set \
              sslrootcert=<PEM file of the CA> (or sslrootcert=system)",
-            mode_name(mode),
+            mode,
             path.display()
         ),
     };
