@@ -11,58 +11,61 @@
 //! `pg_get_*def` functions schema-qualify every object outside `pg_catalog`, so the text
 //! they return means the same on the destination whatever its search path, and schema
 //! renames can be applied to it token by token (see `sqltext`).
+//!
+//! A server is named by a [`ConnInfo`] (pgsync-wal's DSN parser, the same for every pgsync
+//! connection), and every session is opened with TLS as its `sslmode` asks.
 
 use std::fmt;
 
 use pgsync_names::sql::Literal;
-use tokio_postgres::{Client, Config, NoTls};
+use pgsync_wal::ConnInfo;
+use tokio_postgres::Client;
 
 use crate::error::{Result, Side, SnapshotError};
 
 /// How to reach one server. `Debug` never shows the password.
 #[derive(Clone)]
 pub struct Endpoint {
-    config: Config,
+    info: ConnInfo,
 }
 
 impl fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Endpoint")
-            .field("hosts", &self.config.get_hosts())
-            .field("ports", &self.config.get_ports())
-            .field("dbname", &self.config.get_dbname())
-            .field("user", &self.config.get_user())
+            .field("target", &self.info.describe())
+            .field("sslmode", &self.info.get_ssl_mode())
             .finish_non_exhaustive()
     }
 }
 
+impl From<ConnInfo> for Endpoint {
+    fn from(info: ConnInfo) -> Self {
+        Self::new(info)
+    }
+}
+
 impl Endpoint {
-    /// From a driver configuration.
-    pub fn new(config: Config) -> Self {
-        Self { config }
+    /// From parsed connection settings.
+    pub fn new(info: ConnInfo) -> Self {
+        Self { info }
     }
 
-    /// From a libpq key/value DSN or a `postgres://` URL.
+    /// From a libpq key/value DSN or a `postgres://` URI (with the `PG*` variables and the
+    /// password file, as libpq).
     pub fn parse(dsn: &str) -> Result<Self> {
-        dsn.parse::<Config>()
+        ConnInfo::parse(dsn)
             .map(Self::new)
-            .map_err(|e| SnapshotError::InvalidOptions(format!("cannot parse the DSN: {e}")))
+            .map_err(|e| SnapshotError::InvalidOptions(e.to_string()))
     }
 
     /// A new connection; the connection task runs on the current runtime.
     pub(crate) async fn connect(&self, side: Side, role: &str) -> Result<Client> {
-        let mut config = self.config.clone();
-        config.application_name(format!("pgsync {role}"));
-        let (client, conn) = config
-            .connect(NoTls)
+        self.info
+            .clone()
+            .application_name(format!("pgsync {role}"))
+            .connect_sql()
             .await
-            .map_err(|source| SnapshotError::Connect { side, source })?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended");
-            }
-        });
-        Ok(client)
+            .map_err(|source| SnapshotError::Connect { side, source })
     }
 }
 

@@ -1,32 +1,22 @@
-//! One side of a task: a libpq-style DSN (key/value or URL), with the password taken from
-//! the DSN, else `PGPASSWORD`, else the password file (`PGPASSFILE` or `~/.pgpass`), the way
-//! libpq does it — tokio-postgres reads neither of the last two.
+//! One side of a task: a DSN (libpq key/value or `postgres://` URI) parsed by
+//! [`pgsync_wal::ConnInfo`], the one parser every pgsync connection goes through: the SQL
+//! sessions opened here and the replication connection get the same host, user, password
+//! (DSN, else `PGPASSWORD`, else `PGPASSFILE` / `~/.pgpass`) and TLS settings (`sslmode`,
+//! `sslrootcert`).
 //!
-//! The DSN text is never kept: only the parsed `tokio_postgres::Config`, whose `Debug`
-//! redacts the password, and a [`Endpoint::describe`] string without it for logs.
+//! The DSN text is never kept; `Debug` and [`Endpoint::describe`] never show the password.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
+use pgsync_wal::ConnInfo;
 use serde::{Deserialize, Deserializer};
-use tokio_postgres::config::Host;
+
+pub use pgsync_wal::DsnError;
 
 /// A connection target, parsed and with its password resolved.
 #[derive(Clone)]
 pub struct Endpoint {
-    config: tokio_postgres::Config,
-    /// The DSN as given, for the replication connection's own parser; never printed.
-    dsn: String,
-}
-
-/// The DSN cannot be parsed.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "invalid DSN: {reason} (write e.g. \"host=127.0.0.1 port=5432 user=postgres dbname=shop\" or \"postgres://user@host:5432/db\")"
-)]
-pub struct DsnError {
-    reason: String,
+    info: ConnInfo,
 }
 
 impl Endpoint {
@@ -37,92 +27,57 @@ impl Endpoint {
 
     /// Like [`parse`](Self::parse), reading variables through `env` (for tests).
     pub fn parse_with(dsn: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, DsnError> {
-        // tokio-postgres' error text never echoes the password back.
-        let mut config = tokio_postgres::Config::from_str(dsn).map_err(|e| DsnError {
-            reason: e.to_string(),
-        })?;
-        if config.get_dbname().is_none() {
-            return Err(DsnError {
-                reason: "no database given (dbname=... or /dbname in a URL)".into(),
-            });
+        let info = ConnInfo::parse_with_env(dsn, env)?;
+        // A task never guesses which database it replicates.
+        if !info.has_dbname() {
+            return Err(DsnError::new(
+                Some("dbname"),
+                "no database given: write dbname=... (or /dbname in a URI, or set PGDATABASE)",
+            ));
         }
-        if config.get_user().is_none() {
-            let user = env("PGUSER")
-                .or_else(|| env("USER"))
-                .unwrap_or_else(|| "postgres".into());
-            config.user(user);
-        }
-        if config.get_hosts().is_empty() {
-            config.host(env("PGHOST").as_deref().unwrap_or("localhost"));
-        }
-        if config.get_password().is_none() {
-            if let Some(p) = env("PGPASSWORD") {
-                config.password(p);
-            } else if let Some(p) = password_from_file(&config, &env) {
-                config.password(p);
-            }
-        }
-        Ok(Self {
-            config,
-            dsn: dsn.to_owned(),
-        })
+        Ok(Self { info })
     }
 
-    /// The parsed configuration, password included (for connecting).
-    pub fn config(&self) -> &tokio_postgres::Config {
-        &self.config
+    /// The parsed settings, password included (for connecting).
+    pub fn conninfo(&self) -> &ConnInfo {
+        &self.info
     }
 
-    /// Settings for a replication connection to this endpoint, with the same password.
+    /// Settings for a replication connection to this endpoint: the same server, user,
+    /// password and TLS settings as the SQL sessions.
     pub fn replication_config(
         &self,
     ) -> Result<pgsync_wal::ReplicationConfig, pgsync_wal::WalError> {
-        let config = pgsync_wal::ReplicationConfig::parse(&self.dsn)?;
-        Ok(match self.config.get_password() {
-            Some(p) => config.password(p),
-            None => config,
-        })
+        Ok(self.info.clone())
     }
 
     /// The user name.
     pub fn user(&self) -> &str {
-        self.config.get_user().unwrap_or("postgres")
+        self.info.user()
     }
 
     /// The database name.
     pub fn dbname(&self) -> &str {
-        self.config.get_dbname().unwrap_or("postgres")
+        self.info.dbname()
     }
 
     /// Names the sessions this endpoint opens (`application_name`), unless the DSN named
     /// them already; `release --force` finds a task's sessions by it.
     pub(crate) fn set_application_name(&mut self, name: &str) {
-        if self.config.get_application_name().is_none() {
-            self.config.application_name(name);
+        if self.info.get_application_name().is_none() {
+            self.info = self.info.clone().application_name(name);
         }
     }
 
-    /// Opens an ordinary SQL session (its connection runs on a spawned task).
+    /// Opens an ordinary SQL session, with TLS as the DSN's `sslmode` asks (its connection
+    /// runs on a spawned task).
     pub async fn connect(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        let (client, conn) = self.config.connect(tokio_postgres::NoTls).await?;
-        let target = self.describe();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%target, error = %e, "connection closed");
-            }
-        });
-        Ok(client)
+        self.info.connect_sql().await
     }
 
     /// `user@host:port/db` for logs and messages: never the password.
     pub fn describe(&self) -> String {
-        let host = match self.config.get_hosts().first() {
-            Some(Host::Tcp(h)) => h.clone(),
-            Some(Host::Unix(p)) => p.display().to_string(),
-            None => "localhost".into(),
-        };
-        let port = self.config.get_ports().first().copied().unwrap_or(5432);
-        format!("{}@{host}:{port}/{}", self.user(), self.dbname())
+        self.info.describe()
     }
 }
 
@@ -132,8 +87,9 @@ impl fmt::Debug for Endpoint {
             .field("target", &self.describe())
             .field(
                 "password",
-                &self.config.get_password().map(|_| "<redacted>"),
+                &self.info.has_password().then_some("<redacted>"),
             )
+            .field("sslmode", &self.info.get_ssl_mode())
             .finish()
     }
 }
@@ -148,69 +104,6 @@ impl<'de> Deserialize<'de> for Endpoint {
         let raw = Raw::deserialize(d)?;
         Endpoint::parse(&raw.dsn).map_err(serde::de::Error::custom)
     }
-}
-
-/// Looks the endpoint up in the password file. libpq ignores a file that others can read;
-/// so do we (with a warning), so that a password never comes from a file it would refuse.
-fn password_from_file(
-    config: &tokio_postgres::Config,
-    env: &impl Fn(&str) -> Option<String>,
-) -> Option<String> {
-    let path = env("PGPASSFILE")
-        .map(PathBuf::from)
-        .or_else(|| env("HOME").map(|h| Path::new(&h).join(".pgpass")))?;
-    let text = read_private_file(&path)?;
-    let host = match config.get_hosts().first() {
-        Some(Host::Tcp(h)) => h.clone(),
-        // libpq matches socket connections as "localhost".
-        _ => "localhost".into(),
-    };
-    let port = config
-        .get_ports()
-        .first()
-        .copied()
-        .unwrap_or(5432)
-        .to_string();
-    let db = config.get_dbname().unwrap_or_default();
-    let user = config.get_user().unwrap_or_default();
-    lookup(&text, [&host, &port, db, user])
-}
-
-fn read_private_file(path: &Path) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let meta = std::fs::metadata(path).ok()?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        tracing::warn!(file = %path.display(), "password file has group or world access; ignored (chmod 0600 it)");
-        return None;
-    }
-    std::fs::read_to_string(path).ok()
-}
-
-/// The first line whose four fields match (`*` matches anything); `\:` and `\\` escape.
-fn lookup(text: &str, want: [&str; 4]) -> Option<String> {
-    text.lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .find_map(|line| {
-            let fields = split_pgpass_line(line)?;
-            let matches = fields[..4]
-                .iter()
-                .zip(want)
-                .all(|(f, w)| f == "*" || f == w);
-            matches.then(|| fields[4].clone())
-        })
-}
-
-fn split_pgpass_line(line: &str) -> Option<Vec<String>> {
-    let mut fields = vec![String::new()];
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => fields.last_mut()?.push(chars.next()?),
-            ':' if fields.len() < 5 => fields.push(String::new()),
-            c => fields.last_mut()?.push(c),
-        }
-    }
-    (fields.len() == 5).then_some(fields)
 }
 
 #[cfg(test)]
@@ -241,48 +134,63 @@ mod tests {
     fn a_dsn_without_a_database_is_refused() {
         let err = Endpoint::parse_with("host=localhost user=x", env(&[])).unwrap_err();
         assert!(err.to_string().contains("no database"), "{err}");
+        assert_eq!(err.key(), Some("dbname"));
+        let e = Endpoint::parse_with("host=localhost", env(&[("PGDATABASE", "shop")])).unwrap();
+        assert_eq!(e.dbname(), "shop");
     }
 
     #[test]
-    fn garbage_is_refused_with_an_example() {
+    fn garbage_is_refused_naming_the_key_and_the_fix() {
         let err = Endpoint::parse_with("host=a port=notaport dbname=x", env(&[])).unwrap_err();
         assert!(err.to_string().contains("invalid DSN"), "{err}");
+        assert_eq!(err.key(), Some("port"));
+        assert!(err.to_string().contains("port=5432"), "{err}");
+        let err = Endpoint::parse_with("host=a dbname", env(&[])).unwrap_err();
         assert!(err.to_string().contains("dbname=shop"), "{err}");
+    }
+
+    #[test]
+    fn verify_full_and_sslrootcert_are_accepted_and_reach_the_replication_connection() {
+        let e = Endpoint::parse_with(
+            "host=db.example dbname=shop sslmode=verify-full sslrootcert=/etc/pgsync/ca.pem",
+            env(&[]),
+        )
+        .unwrap();
+        let r = e.replication_config().unwrap();
+        assert_eq!(r.get_ssl_mode(), pgsync_wal::SslMode::VerifyFull);
+        assert_eq!(
+            r.get_ssl_root_cert(),
+            Some(std::path::Path::new("/etc/pgsync/ca.pem"))
+        );
+        assert_eq!(e.conninfo().get_ssl_mode(), pgsync_wal::SslMode::VerifyFull);
     }
 
     #[test]
     fn the_password_comes_from_the_dsn_then_pgpassword() {
         let e = Endpoint::parse_with("dbname=x password=indsn", env(&[("PGPASSWORD", "fromenv")]))
             .unwrap();
-        assert_eq!(e.config().get_password(), Some(&b"indsn"[..]));
+        assert!(format!("{e:?}").contains("<redacted>"));
+        assert!(!format!("{e:?}").contains("indsn"));
         let e = Endpoint::parse_with("dbname=x", env(&[("PGPASSWORD", "fromenv")])).unwrap();
-        assert_eq!(e.config().get_password(), Some(&b"fromenv"[..]));
+        assert!(e.conninfo().has_password());
+        let e = Endpoint::parse_with("dbname=x", env(&[])).unwrap();
+        assert!(!e.conninfo().has_password());
     }
 
     #[test]
     fn the_password_file_is_read_when_private_and_matched_by_fields() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pgpass");
-        std::fs::write(
-            &file,
-            "# comment\nother:5432:*:*:nope\n127.0.0.1:5433:shop:app:se\\:cret\n*:*:*:*:fallback\n",
-        )
-        .unwrap();
+        std::fs::write(&file, "127.0.0.1:5433:shop:app:se\\:cret\n").unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let vars = [("PGPASSFILE", file.to_str().unwrap())];
-        let e = Endpoint::parse_with("host=127.0.0.1 port=5433 user=app dbname=shop", env(&vars))
-            .unwrap();
-        assert_eq!(e.config().get_password(), Some(&b"se:cret"[..]));
-        let e =
-            Endpoint::parse_with("host=127.0.0.1 port=9 user=app dbname=shop", env(&vars)).unwrap();
-        assert_eq!(e.config().get_password(), Some(&b"fallback"[..]));
-
+        let dsn = "host=127.0.0.1 port=5433 user=app dbname=shop";
+        let e = Endpoint::parse_with(dsn, env(&vars)).unwrap();
+        assert!(e.conninfo().has_password());
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let e = Endpoint::parse_with("host=127.0.0.1 port=5433 user=app dbname=shop", env(&vars))
-            .unwrap();
-        assert_eq!(
-            e.config().get_password(),
-            None,
+        let e = Endpoint::parse_with(dsn, env(&vars)).unwrap();
+        assert!(
+            !e.conninfo().has_password(),
             "a readable password file is ignored"
         );
     }
@@ -291,6 +199,8 @@ mod tests {
     fn debug_and_describe_never_show_the_password() {
         let e = Endpoint::parse_with("host=h dbname=x password=topsecret", env(&[])).unwrap();
         assert!(!format!("{e:?}").contains("topsecret"));
+        assert!(!format!("{:?}", e.conninfo()).contains("topsecret"));
+        assert!(!format!("{:?}", e.replication_config().unwrap()).contains("topsecret"));
         assert!(!e.describe().contains("topsecret"));
         let err = Endpoint::parse_with("host=h port=x dbname=x password=topsecret", env(&[]))
             .unwrap_err();

@@ -110,8 +110,8 @@ pub(super) async fn run(
     options.throttle = copy.throttle;
     options.progress = Some(copy.progress);
     let sync = FullSync::new(
-        SnapEndpoint::new(spec.source.config().clone()),
-        SnapEndpoint::new(spec.destination.config().clone()),
+        SnapEndpoint::new(spec.source.conninfo().clone()),
+        SnapEndpoint::new(spec.destination.conninfo().clone()),
         options,
     );
     let mut handle = sync.start(snapshot);

@@ -82,9 +82,25 @@ async fn connect(report: &mut Report, side: Side, ep: &Endpoint) -> Option<Clien
                     "check the password: password= in the DSN, PGPASSWORD, or ~/.pgpass (mode 0600)"
                         .to_owned()
                 }
+                Some(c)
+                    if *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+                        && describe(&e).contains("no encryption") =>
+                {
+                    format!(
+                        "the server accepts only TLS connections from here (hostssl in \
+                         pg_hba.conf) and the DSN has sslmode={}: set sslmode=verify-full with \
+                         sslrootcert=<CA file> (or sslmode=require)",
+                        ep.conninfo().get_ssl_mode()
+                    )
+                }
                 Some(c) if *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION => {
                     "check the user name, and that pg_hba.conf allows it from this host".to_owned()
                 }
+                None if describe(&e).contains("TLS") => format!(
+                    "the DSN asks for TLS (sslmode={}): turn ssl on in the server, or correct \
+                     host, sslmode or sslrootcert as the message says",
+                    ep.conninfo().get_ssl_mode()
+                ),
                 Some(c) if *c == SqlState::INVALID_CATALOG_NAME => {
                     format!("create database {} or fix dbname in the DSN", ep.dbname())
                 }

@@ -126,38 +126,49 @@ pub(super) async fn wal_keep(
     Ok(())
 }
 
-/// pgsync talks to the servers without TLS: fine over a Unix socket or the loopback
-/// interface, worth a warning across a network. Passwords stored as md5 are warned about
-/// as well.
+/// Whether the session is encrypted (as the server sees it, `pg_stat_ssl`): clear text is
+/// fine over a Unix socket or the loopback interface and worth a warning across a network,
+/// as is TLS that does not check who the server is. Passwords stored as md5 are warned
+/// about as well.
 pub(super) async fn transport(
     report: &mut Report,
     side: Side,
     ep: &Endpoint,
     c: &Client,
 ) -> Result<(), tokio_postgres::Error> {
-    use tokio_postgres::config::Host;
-    let remote: Vec<String> = ep
-        .config()
-        .get_hosts()
-        .iter()
-        .filter_map(|h| match h {
-            Host::Tcp(name) => Some(name.clone()),
-            #[cfg(unix)]
-            Host::Unix(_) => None,
-        })
-        .filter(|h| !matches!(h.as_str(), "localhost" | "127.0.0.1" | "::1"))
-        .collect();
-    let encryption: String = c.query_one("SHOW password_encryption", &[]).await?.get(0);
-    if !remote.is_empty() {
+    let row = c
+        .query_one(
+            "SELECT coalesce((SELECT ssl FROM pg_catalog.pg_stat_ssl \
+                              WHERE pid = pg_catalog.pg_backend_pid()), false), \
+                    pg_catalog.current_setting('password_encryption')",
+            &[],
+        )
+        .await?;
+    let (tls, encryption): (bool, String) = (row.get(0), row.get(1));
+    let info = ep.conninfo();
+    let mode = info.get_ssl_mode();
+    let fix_tls = "set sslmode=verify-full and sslrootcert=<file of the CA that signed the \
+                   server certificate> in the DSN (the server needs ssl = on)";
+    if info.is_remote() && !tls {
         report.warn(
             side,
             "transport",
             format!(
-                "the connection to {} is not encrypted (pgsync connects without TLS)",
-                list(&remote)
+                "the connection to {} is not encrypted (sslmode={mode})",
+                ep.describe()
             ),
-            "run pgsync next to the servers, or reach them through an encrypted tunnel \
-             (ssh -L, WireGuard, stunnel) and point the DSN at its local end",
+            format!("{fix_tls}, or reach it through an encrypted tunnel"),
+        );
+    } else if info.is_remote() && !mode.verifies() {
+        report.warn(
+            side,
+            "transport",
+            format!(
+                "the connection to {} is encrypted but the server is not verified \
+                 (sslmode={mode})",
+                ep.describe()
+            ),
+            fix_tls,
         );
     } else if encryption == "md5" {
         report.warn(
@@ -168,10 +179,15 @@ pub(super) async fn transport(
              then set the task user's password again (and use scram-sha-256 in pg_hba.conf)",
         );
     } else {
+        let how = if tls {
+            format!("TLS (sslmode={mode})")
+        } else {
+            "local connection".to_owned()
+        };
         report.pass(
             side,
             "transport",
-            format!("local connection; password_encryption = {encryption}"),
+            format!("{how}; password_encryption = {encryption}"),
         );
     }
     Ok(())

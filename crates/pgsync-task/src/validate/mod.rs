@@ -113,7 +113,7 @@ pub async fn validate(
         options.tables.clone()
     };
     let app_name = |e: &crate::endpoint::Endpoint| {
-        e.config()
+        e.conninfo()
             .get_application_name()
             .unwrap_or_default()
             .to_owned()

@@ -62,13 +62,18 @@ impl Side {
         which: Which,
         sessions: usize,
     ) -> Result<Self, ValidateError> {
-        let mut config = endpoint.config().clone();
-        let name = config.get_application_name().unwrap_or("pgsync").to_owned();
-        config.application_name(format!("{name}:validate"));
+        let name = endpoint
+            .conninfo()
+            .get_application_name()
+            .unwrap_or("pgsync");
+        let info = endpoint
+            .conninfo()
+            .clone()
+            .application_name(format!("{name}:validate"));
         let mut clients = Vec::with_capacity(sessions.max(1));
         for _ in 0..sessions.max(1) {
-            let (client, conn) = config
-                .connect(tokio_postgres::NoTls)
+            let (client, conn) = info
+                .connect_raw()
                 .await
                 .map_err(sql_error(which, "connecting"))?;
             let target = endpoint.describe();
