@@ -20,7 +20,9 @@
 # PORT_BASE (55470: pgsync uses +0/+1, PG15 peers +2/+3, PG18 peers +4/+5);
 # PG18_BIN (default: what scripts/install-pg18.sh prints); KIT (../shared/bench);
 # WAIT_MAX (900) bounds every wait; PGSYNC_LOG (info) RUST_LOG of pgsync; PGSYNC_PERF=1 records
-# a CPU profile (perf record -e cpu-clock) of each pgsync process into the output directory.
+# a CPU profile (perf record -e cpu-clock) of each pgsync process into the output directory;
+# PGSYNC_PERF=all profiles the whole host during each drain instead (walsender and the
+# destination's backends too; `perf report --sort comm,dso,sym` tells them apart).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -70,7 +72,10 @@ pgsync_start() {   # pgsync_start LABEL -> PGSYNC_PID, log $RUN/LABEL.pgsync.log
   PGSYNC_PID=$!
   rss_sampler "$PGSYNC_PID" "$RUN/$label.rss" &
   SAMPLER_PID=$!
-  if [ -n "${PGSYNC_PERF:-}" ]; then   # a CPU profile of every pgsync run (perf, software clock)
+  if [ "${PGSYNC_PERF:-}" = all ]; then   # the whole host, with call graphs
+    perf record -q -a -g -e cpu-clock -F 999 -o "$OUT/$label.perf.data" >/dev/null 2>&1 &
+    PERF_PID=$!
+  elif [ -n "${PGSYNC_PERF:-}" ]; then   # a CPU profile of every pgsync run (perf, software clock)
     perf record -q -e cpu-clock -F 999 -p "$PGSYNC_PID" -o "$OUT/$label.perf.data" >/dev/null 2>&1 &
   fi
 }
@@ -79,6 +84,7 @@ pgsync_stop() {    # SIGTERM, bounded wait for a clean exit (SIGKILL after 120 s
   kill -TERM "$PGSYNC_PID" 2>/dev/null || true
   local i
   for i in $(seq 1 1200); do kill -0 "$PGSYNC_PID" 2>/dev/null || break; sleep 0.1; done
+  perf_stop
   if kill -0 "$PGSYNC_PID" 2>/dev/null; then
     echo "pgsync did not stop within 120 s; killing it" >&2
     kill -KILL "$PGSYNC_PID" 2>/dev/null || true
@@ -90,6 +96,7 @@ pgsync_stop() {    # SIGTERM, bounded wait for a clean exit (SIGKILL after 120 s
   fi
   PGSYNC_PID=; SAMPLER_PID=
 }
+perf_stop() { if [ -n "${PERF_PID:-}" ]; then kill -INT "$PERF_PID" 2>/dev/null || true; wait "$PERF_PID" 2>/dev/null || true; PERF_PID=; fi; }
 pgsync_alive() { [ -n "$PGSYNC_PID" ] && kill -0 "$PGSYNC_PID" 2>/dev/null; }
 log_has() { grep -q -F "$1" "$PGSYNC_LOGFILE" 2>/dev/null; }
 cleanup() {
@@ -213,6 +220,7 @@ drain_pgsync() {
   t0=$(now)
   pgsync_start "$label"
   if wait_for "$WAIT_MAX" 0.1 drain_done && [ -z "$DRAIN_DEAD" ]; then t1=$(now); fi
+  perf_stop
   local rss; rss=$(tail -1 "$RUN/$label.rss" 2>/dev/null || echo "0 0 0")
   if [ -n "$t1" ]; then
     res "$label drain time from restart (s)" "$(fsub "$t1" "$t0")"

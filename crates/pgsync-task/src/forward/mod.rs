@@ -10,6 +10,7 @@
 //! chunks already complete in `pgsync.copy_state` belong to the old snapshot and are
 //! recopied (the copy state of the task is cleared with the old slot).
 
+mod ahead;
 mod early;
 mod filters;
 mod initial;

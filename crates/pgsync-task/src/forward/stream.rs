@@ -6,8 +6,9 @@
 //!   1. shutdown       -> report the durable position, end the stream cleanly
 //!   2. feedback tick  -> confirm what the writer has flushed
 //!   3. next message   -> assemble; each complete transaction, plus whatever else is
-//!                        already waiting, is applied as one writer transaction;
-//!                        transactions pgsync wrote itself (two-way) are skipped in order
+//!      (or what was      already waiting, is applied as one writer transaction;
+//!      read ahead)       transactions pgsync wrote itself (two-way) are skipped in order
+//!   while a group is applied, what arrives is assembled for the next one (ahead.rs)
 //! ```
 //! The stream's socket task answers keepalives on its own, so a slow apply never gets the
 //! connection dropped; the slot only advances to what the writer has made durable.
@@ -17,8 +18,9 @@ use std::time::Duration;
 use futures_util::FutureExt as _;
 use pgsync_apply::{Applier, ApplierConfig};
 use pgsync_wal::txn::{Assembled, Assembler, AssemblerConfig};
-use pgsync_wal::{ReplicationConnection, StartOptions, Transaction, XLogData};
+use pgsync_wal::{ReplicationConnection, StartOptions, Transaction};
 
+use super::ahead::{Ahead, Pending};
 use super::early::Early;
 use super::link::Link;
 use super::{Backoff, Shutdown, initial};
@@ -28,11 +30,11 @@ use crate::ops::hooks::Hooks;
 
 /// Source transactions applied together at most (when they are already waiting: a
 /// backlog drains in few, large destination transactions, each one commit round trip).
-const MAX_GROUP_TXNS: usize = 5000;
+pub(super) const MAX_GROUP_TXNS: usize = 5000;
 /// Changes applied together at most.
 const MAX_GROUP_CHANGES: usize = 50_000;
 /// Bytes of changes held in memory by a group at most.
-const MAX_GROUP_BYTES: usize = 32 << 20;
+pub(super) const MAX_GROUP_BYTES: usize = 32 << 20;
 /// How often the applier's durable position is handed to the stream.
 const FEEDBACK_EVERY: Duration = Duration::from_millis(200);
 /// How often the stream sends its status update to the source.
@@ -103,6 +105,7 @@ pub(super) async fn run(
         early: Early::new(early),
         ..Group::default()
     };
+    let mut ahead = Ahead::default();
     loop {
         tokio::select! {
             biased;
@@ -114,26 +117,41 @@ pub(super) async fn run(
             }
             _ = tick.tick() => {
                 stream.confirm(applier.durable().await?);
+                continue;
             }
-            msg = stream.recv() => {
-                let Some(data) = msg? else { return Err(TaskError::StreamEnded) };
-                group.collect(link, &mut assembler, &data, &mut applier).await?;
-                // Whatever else is already here joins the group (recv is cancel-safe).
-                while !group.full() {
-                    match stream.recv().now_or_never() {
-                        Some(Ok(Some(more))) => group.collect(link, &mut assembler, &more, &mut applier).await?,
-                        Some(Ok(None)) | None => break,
-                        Some(Err(e)) => return Err(e.into()),
-                    }
-                }
-                if group.flush(&mut applier).await? {
-                    backoff.reset();
-                }
-                // Nothing half-assembled and nothing unapplied: an idle slot may advance.
-                if assembler.is_idle() {
-                    stream.mark_done();
-                }
+            // Read ahead during the last apply: that is the next group.
+            () = std::future::ready(()), if !ahead.is_empty() => {}
+            msg = stream.recv(), if ahead.is_empty() => ahead.received(&mut assembler, msg),
+        }
+        // Whatever else is already here joins the group (recv is cancel-safe).
+        while !group.full() {
+            if let Some(p) = ahead.pop() {
+                group.take(link, p, &mut applier).await?;
+                continue;
             }
+            if !ahead.has_room() {
+                break;
+            }
+            match stream.recv().now_or_never() {
+                Some(msg) => ahead.received(&mut assembler, msg),
+                None => break,
+            }
+        }
+        let flush = group.flush(&mut applier);
+        tokio::pin!(flush);
+        let applied = loop {
+            tokio::select! {
+                biased;
+                r = &mut flush => break r?,
+                msg = stream.recv(), if ahead.has_room() => ahead.received(&mut assembler, msg),
+            }
+        };
+        if applied {
+            backoff.reset();
+        }
+        // Nothing half-assembled, queued or unapplied: an idle slot may advance.
+        if ahead.is_empty() && assembler.is_idle() {
+            stream.mark_done();
         }
     }
 }
@@ -157,26 +175,37 @@ impl Group {
             || self.bytes >= MAX_GROUP_BYTES
     }
 
-    /// Feeds one payload to the assembler; a completed transaction joins the group, or,
-    /// when pgsync wrote it (two-way), is skipped after what is before it was applied.
-    async fn collect(
+    /// Takes one assembled item: a completed transaction joins the group, or, when
+    /// pgsync wrote it (two-way), is skipped after what is before it was applied.
+    async fn take(
         &mut self,
         link: &Link,
-        assembler: &mut Assembler,
-        data: &XLogData,
+        pending: Result<Pending, TaskError>,
         applier: &mut Applier,
     ) -> Result<(), TaskError> {
-        match assembler.push_payload(&data.data)? {
-            Some(Assembled::StreamedChange { xid, change, .. }) => {
-                let alone = self.txns.is_empty() && assembler.open_streams() == 1;
+        let Pending {
+            assembled,
+            wal_start,
+            open_streams,
+        } = match pending {
+            Ok(p) => p,
+            Err(e) => {
+                // What came before the failure is applied first.
+                self.flush(applier).await?;
+                return Err(e);
+            }
+        };
+        match assembled {
+            Assembled::StreamedChange { xid, change, .. } => {
+                let alone = self.txns.is_empty() && open_streams == 1;
                 self.early
-                    .change(applier, xid, change, data.wal_start, alone)
+                    .change(applier, xid, change, wal_start, alone)
                     .await;
             }
-            Some(Assembled::StreamAborted { xid, subxid }) => {
+            Assembled::StreamAborted { xid, subxid } => {
                 self.early.aborted(applier, xid, subxid).await;
             }
-            Some(Assembled::Transaction(txn)) => {
+            Assembled::Transaction(txn) => {
                 let waiting = !self.txns.is_empty();
                 if self.early.completed(applier, &txn, waiting).await? {
                     self.hooks
@@ -197,8 +226,7 @@ impl Group {
                     self.txns.push(txn);
                 }
             }
-            Some(other) => tracing::debug!(?other, "ignored"),
-            None => {}
+            other => tracing::debug!(?other, "ignored"),
         }
         Ok(())
     }
