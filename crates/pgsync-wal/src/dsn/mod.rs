@@ -497,6 +497,7 @@ impl Given {
                 hostaddr: None,
             },
         };
+        let in_env = self.port.is_none();
         let port = match from(self.port, "PGPORT").filter(|p| !p.is_empty()) {
             None => 5432,
             Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
@@ -505,7 +506,8 @@ impl Given {
                 } else {
                     "a number from 1 to 65535, e.g. port=5432"
                 };
-                bad("port", format!("port=\"{p}\" is not a port: write {fix}"))
+                let name = if in_env { "PGPORT" } else { "port" };
+                bad("port", format!("{name}=\"{p}\" is not a port: write {fix}"))
             })?,
         };
         let user = from(self.user, "PGUSER")

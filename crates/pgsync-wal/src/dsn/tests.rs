@@ -127,6 +127,8 @@ fn the_environment_fills_in_keys_the_dsn_leaves_out() {
 
     let bad = ConnInfo::parse_with_env("host=h", env(&[("PGSSLMODE", "on")])).unwrap_err();
     assert!(bad.to_string().contains("PGSSLMODE"), "{bad}");
+    let bad = ConnInfo::parse_with_env("host=h", env(&[("PGPORT", "x")])).unwrap_err();
+    assert!(bad.to_string().contains("PGPORT=\"x\""), "{bad}");
     let c = ConnInfo::parse_with_env("host=h", env(&[("USER", "osuser")])).unwrap();
     assert_eq!(c.user(), "osuser");
     assert!(!c.has_dbname());
