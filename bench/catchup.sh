@@ -22,7 +22,8 @@
 # WAIT_MAX (900) bounds every wait; PGSYNC_LOG (info) RUST_LOG of pgsync; PGSYNC_PERF=1 records
 # a CPU profile (perf record -e cpu-clock) of each pgsync process into the output directory;
 # PGSYNC_PERF=all profiles the whole host during each drain instead (walsender and the
-# destination's backends too; `perf report --sort comm,dso,sym` tells them apart).
+# destination's backends too: LABEL.pids lists pgsync's, its walsenders' and its backends'
+# pids, in that order, for `perf report --pids`).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -94,6 +95,7 @@ pgsync_stop() {    # SIGTERM, bounded wait for a clean exit (SIGKILL after 120 s
     kill "$SAMPLER_PID" 2>/dev/null || true
     wait "$SAMPLER_PID" 2>/dev/null || true
   fi
+  cp "$PGSYNC_LOGFILE" "$OUT/" 2>/dev/null || true   # kept with the results
   PGSYNC_PID=; SAMPLER_PID=
 }
 perf_stop() { if [ -n "${PERF_PID:-}" ]; then kill -INT "$PERF_PID" 2>/dev/null || true; wait "$PERF_PID" 2>/dev/null || true; PERF_PID=; fi; }
@@ -177,6 +179,8 @@ drain_cpu() {
   local p ws=0 bs=0
   for p in $(q "$A" "SELECT pid FROM pg_stat_replication"); do ws=$(fadd "$ws" "$(cpu_of "$p")"); done
   for p in $(q "$B" "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'pgsync%'"); do bs=$(fadd "$bs" "$(cpu_of "$p")"); done
+  # for `perf report --pids` of a PGSYNC_PERF=all profile
+  echo "$PGSYNC_PID $(q "$A" "SELECT string_agg(pid::text, ',') FROM pg_stat_replication") $(q "$B" "SELECT string_agg(pid::text, ',') FROM pg_stat_activity WHERE application_name LIKE 'pgsync%'")" > "$OUT/$DRAIN_LABEL.pids"
   echo "$(cpu_of "$PGSYNC_PID") / $ws / $bs"
 }
 fadd() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a + b}'; }
@@ -216,7 +220,7 @@ drain_pgsync() {
   res "$label backlog: WAL behind the slot" "$(slot_behind "$A")"
   checkpoint_all "$A" "$B"
   local t0 t1=
-  T_STREAM=; DRAIN_W=$w; DRAIN_TARGET=$target; DRAIN_DEAD=
+  T_STREAM=; DRAIN_W=$w; DRAIN_TARGET=$target; DRAIN_DEAD=; DRAIN_LABEL=$label
   t0=$(now)
   pgsync_start "$label"
   if wait_for "$WAIT_MAX" 0.1 drain_done && [ -z "$DRAIN_DEAD" ]; then t1=$(now); fi

@@ -11,7 +11,15 @@ pub(crate) fn init(format: LogFormat, verbose: u8) {
         1 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // The server's notices on SQL sessions come out as tokio-postgres' info lines; the
+    // ones pgsync causes ("relation ... already exists, skipping" from its idempotent
+    // set-up) say nothing to a user, and its debug lines are every query. A RUST_LOG that
+    // names tokio_postgres shows them again.
+    let named = std::env::var("RUST_LOG").is_ok_and(|v| v.contains("tokio_postgres"));
+    if !named && let Ok(quiet) = "tokio_postgres=warn".parse() {
+        filter = filter.add_directive(quiet);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
