@@ -15,17 +15,11 @@ pg15=${PGSYNC_PG15_BIN:-/usr/lib/postgresql/15/bin}
 # Packages whose tests depend on the server version.
 PG18_PACKAGES=(pgsync-testkit pgsync-wal pgsync-apply pgsync-ddl pgsync pgsync-workspace)
 
-# a_destination_sequence_ahead_of_the_source_is_never_moved_back is left out of both passes:
-# under a full run it has (rarely) found the destination sequence at the source's value after
-# the clean stop (set back from 100000 to 71) although it held 100000 just before; alone it
-# passes. The cause is not known yet: a sequence moving backwards on B is a defect to find.
-SKIP=(-- --skip a_destination_sequence_ahead_of_the_source_is_never_moved_back)
-
 echo "== all tests, PostgreSQL 15 ($pg15)"
-PGSYNC_PG_BIN=$pg15 cargo test --workspace "$@" "${SKIP[@]}"
+PGSYNC_PG_BIN=$pg15 cargo test --workspace "$@"
 
 echo "== version-dependent tests, PostgreSQL 18 ($pg18)"
-PGSYNC_PG_BIN=$pg18 cargo test "${PG18_PACKAGES[@]/#/--package=}" "$@" "${SKIP[@]}"
+PGSYNC_PG_BIN=$pg18 cargo test "${PG18_PACKAGES[@]/#/--package=}" "$@"
 
 if [ "$(id -u)" = 0 ]; then
   echo "== test kit as an unprivileged user"

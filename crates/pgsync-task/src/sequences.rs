@@ -1,9 +1,9 @@
 //! Sequences keep moving on the destination during incremental sync (MISSION S5).
 //!
 //! Logical decoding carries no sequence changes, so after the full copy (whose schema
-//! sync sets each sequence once) a destination sequence would stay where the copy left
-//! it, and a switch-over to the destination would hand out values the source already
-//! used. A one-way task therefore brings them forward itself:
+//! sync sets each sequence once, forward only as here) a destination sequence would stay
+//! where the copy left it, and a switch-over to the destination would hand out values
+//! the source already used. A one-way task therefore brings them forward itself:
 //!
 //! ```text
 //!  every 5 s while streaming, and once when the stream stops cleanly:

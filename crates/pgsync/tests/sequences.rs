@@ -37,7 +37,13 @@ const SEQUENCES: [(&str, &str); 3] = [
 async fn pair() -> (Cluster, Cluster) {
     let (a, b) = tokio::try_join!(
         Cluster::builder().database("shop").start(),
-        Cluster::builder().database("shop").start()
+        // B logs every statement with its session's name, so that a failure can tell
+        // who set a sequence (see `setval_calls`).
+        Cluster::builder()
+            .database("shop")
+            .setting("log_statement", "all")
+            .setting("log_line_prefix", "%m [%p] %a ")
+            .start()
     )
     .unwrap();
     a.client()
@@ -133,9 +139,15 @@ async fn destination_sequences_follow_the_source_while_streaming_and_at_a_clean_
 async fn a_destination_sequence_ahead_of_the_source_is_never_moved_back() {
     let (a, b) = pair().await;
     let task = TaskFile::new(&a, &b, TASK);
-    let pgsync = Pgsync::run(&task);
+    let pgsync = Pgsync::run_with(
+        &task,
+        &[],
+        &[("RUST_LOG", "info,pgsync_task::sequences=debug")],
+    );
     let log = || pgsync.log_text();
-    // Streaming (the copy's own setval steps are behind us) once a streamed row is in.
+    // A streamed row may also arrive with the copy (when the slot's snapshot is taken after
+    // it): B's own value below then lands before the copy's setval steps, or after the
+    // follower's first round. Neither may set it back.
     write_on_a(&a, 1, 0, 0).await;
     wait_at_least(&b, "SELECT count(*) FROM app_copy.goods", 21, &log).await;
 
@@ -147,8 +159,8 @@ async fn a_destination_sequence_ahead_of_the_source_is_never_moved_back() {
         .await
         .unwrap();
     write_on_a(&a, 50, 12, 0).await;
-    // Tickets moving on B shows that a round ran after both writes; items were looked at
-    // in that same round.
+    // Tickets moving on B past the copy's value shows that a follower round ran after both
+    // writes; items were looked at in that same round.
     let want = last_value(&a, "app.tickets_id_seq").await;
     wait_at_least(
         &b,
@@ -159,9 +171,50 @@ async fn a_destination_sequence_ahead_of_the_source_is_never_moved_back() {
     .await;
     wait_at_least(&b, "SELECT count(*) FROM app_copy.goods", 71, &log).await;
     assert_eq!(last_value(&a, "app.items_id_seq").await, 71);
-    assert_eq!(last_value(&b, "app_copy.items_id_seq").await, 100_000);
+    let before = last_value(&b, "app_copy.items_id_seq").await;
+    assert_eq!(
+        before,
+        100_000,
+        "set back while streaming; setval on B:\n{}",
+        setval_calls(&b)
+    );
 
     let status = pgsync.stop().await;
     assert!(status.success(), "pgsync exited with {status}");
-    assert_eq!(last_value(&b, "app_copy.items_id_seq").await, 100_000);
+    let after = last_value(&b, "app_copy.items_id_seq").await;
+    assert_eq!(
+        after,
+        100_000,
+        "set back at the stop; setval on B:\n{}",
+        setval_calls(&b)
+    );
+}
+
+/// The statements of B's log that call `setval`, each with its session's name and
+/// parameters, one a line.
+fn setval_calls(b: &Cluster) -> String {
+    let text = std::fs::read_to_string(b.log_file()).unwrap_or_default();
+    // An entry starts with the timestamp; continuation lines start with a tab.
+    let mut entries: Vec<String> = Vec::new();
+    for line in text.lines() {
+        match entries.last_mut() {
+            Some(last) if line.starts_with('\t') => last.push_str(line),
+            _ => entries.push(line.to_owned()),
+        }
+    }
+    let mut out = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        if e.contains("setval") && !e.contains("DETAIL:") {
+            let mut call = e.split_whitespace().collect::<Vec<_>>().join(" ");
+            if let Some(d) = entries
+                .get(i + 1)
+                .filter(|d| d.contains("DETAIL:  parameters"))
+            {
+                call.push_str(" | ");
+                call.push_str(d.split("DETAIL:").nth(1).unwrap_or_default().trim());
+            }
+            out.push(call);
+        }
+    }
+    out.join("\n")
 }

@@ -282,17 +282,10 @@ pub(super) fn post_data(
                 vec![format!("ALTER SEQUENCE {dest} OWNED BY {t}.{}", Ident(c))],
             ));
         }
-        let value = match s.last_value {
-            Some(v) => format!("{v}, true"),
-            None => format!("{}, false", s.start),
-        };
         plan.post_data.last.push(Step::new(
             format!("setval {}", s.name),
             format!("sequence value of {dest}"),
-            vec![format!(
-                "SELECT pg_catalog.setval({}, {value})",
-                Literal(&dest.to_string())
-            )],
+            vec![setval_forward(&dest, s.last_value, s.start)],
         ));
     }
     for c in &cat.comments {
@@ -312,6 +305,27 @@ pub(super) fn post_data(
         }
     }
     Ok(())
+}
+
+/// Sets the destination sequence `dest` to the source's value (`last_value` handed out,
+/// or `start` when nothing was), unless the destination's next value is already at or
+/// past the one this would give: a sequence the destination moved on by itself meanwhile
+/// (or a kept table's sequence ahead of the source) is never set back. Comparison and
+/// `setval` are one statement; next values are compared as `numeric` (no overflow).
+fn setval_forward(dest: &QualifiedName, last_value: Option<i64>, start: i64) -> String {
+    let (value, called) = match last_value {
+        Some(v) => (v, true),
+        None => (start, false),
+    };
+    let name = Literal(&dest.to_string());
+    let target = format!("({value}::numeric + CASE WHEN {called} THEN q.seqincrement ELSE 0 END)");
+    let now = "(s.last_value::numeric + CASE WHEN s.is_called THEN q.seqincrement ELSE 0 END)";
+    format!(
+        "SELECT pg_catalog.setval({name}, {value}, {called})
+         FROM {dest} AS s, pg_catalog.pg_sequence AS q
+         WHERE q.seqrelid = {name}::pg_catalog.regclass
+           AND CASE WHEN q.seqincrement > 0 THEN {target} > {now} ELSE {target} < {now} END"
+    )
 }
 
 /// `COMMENT ON` target from `pg_identify_object_as_address`, with names mapped.

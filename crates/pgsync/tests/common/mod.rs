@@ -40,7 +40,8 @@ impl Pgsync {
         Self::run_with(task, &[], &[])
     }
 
-    /// `run` with more arguments and environment variables.
+    /// `run` with more arguments and environment variables (`RUST_LOG` among them
+    /// replaces the default filter).
     pub fn run_with(task: &TaskFile, args: &[&str], env: &[(&str, &str)]) -> Self {
         let log = task
             .path
@@ -50,8 +51,8 @@ impl Pgsync {
             .args(["run", "--config"])
             .arg(&task.path)
             .args(args)
-            .envs(env.iter().copied())
             .env("RUST_LOG", "info,pgsync_apply=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
@@ -79,6 +80,21 @@ impl Pgsync {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Pgsync {
+    /// A failing test shows what pgsync logged (the log goes away with the task's temp
+    /// dir); the test harness prints it with the failure.
+    #[allow(clippy::print_stderr, reason = "captured by the test harness")]
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- pgsync log ({}) ---\n{}",
+                self.log.display(),
+                self.log_text()
+            );
+        }
     }
 }
 
