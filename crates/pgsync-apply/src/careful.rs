@@ -90,6 +90,12 @@ enum Step {
 }
 
 impl CarefulState {
+    /// Drops what was read of the destination's tables (after replayed DDL).
+    pub(crate) fn forget_layouts(&mut self) {
+        self.tables.clear();
+        self.prober.forget();
+    }
+
     /// Reads what the careful path needs from the destination and creates the log table.
     pub(crate) async fn setup(client: &Client, config: &ApplierConfig) -> Result<Self, ApplyError> {
         let Some(h) = config.conflicts.as_ref() else {

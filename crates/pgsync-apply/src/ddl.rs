@@ -227,6 +227,9 @@ impl Applier {
         self.tables.clear();
         self.statements.clear();
         self.copies.clear();
+        // The careful path's look at the destination (unique indexes, key columns) and
+        // its prepared probes may be out of date too.
+        self.careful.forget_layouts();
         Ok(())
     }
 

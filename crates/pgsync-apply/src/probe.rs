@@ -156,6 +156,11 @@ pub(crate) struct Nodes<'a> {
 }
 
 impl Prober {
+    /// Forgets the prepared look-ups (their tables may have changed).
+    pub(crate) fn forget(&mut self) {
+        self.statements.clear();
+    }
+
     pub(crate) async fn prepared(
         &mut self,
         client: &Client,

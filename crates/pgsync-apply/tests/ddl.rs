@@ -1,10 +1,12 @@
 //! DDL replay in the applier against real servers: the DDL message runs at its place in
 //! the destination transaction even when rows before it are held back for COPY or
-//! streaming into one, and tables it creates join the reverse publication.
+//! streaming into one, tables it creates join the reverse publication, and the careful
+//! path sees what it changed.
 
 use std::time::Duration;
 
-use pgsync_apply::{Applier, ApplierConfig, DdlApply};
+use pgsync_apply::{Applier, ApplierConfig, ConflictHandling, DdlApply};
+use pgsync_conflict::{ConflictPolicies, NodeId, Policy};
 use pgsync_ddl::capture::{self, CaptureTask};
 use pgsync_ddl::{Planner, Unsupported};
 use pgsync_names::{Mapping, QualifiedName, Selection};
@@ -220,4 +222,56 @@ async fn ddl_is_rewritten_through_the_mapping_and_runs_on_the_renamed_objects() 
         .unwrap()
         .get(0);
     assert_eq!(index, 1);
+}
+
+#[tokio::test]
+async fn a_unique_index_created_by_replayed_ddl_is_seen_by_the_careful_path() {
+    let (a, b) = pair().await;
+    let selection = Selection::parse(["public.*"], []).unwrap();
+    let ca = source(&a, &selection).await;
+    let cb = b.client().await.unwrap();
+    cb.batch_execute(
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t VALUES (1, 'local'), (100, 'x')",
+    )
+    .await
+    .unwrap();
+    // 1. A conflict: the careful path reads t's unique indexes (the key alone, here).
+    // 2. A unique index, replayed on B. 3. A new row colliding with B's row 100 on it.
+    for sql in [
+        "INSERT INTO t VALUES (1, 'a')",
+        "CREATE UNIQUE INDEX t_v ON t (v)",
+        "INSERT INTO t VALUES (2, 'x')",
+    ] {
+        ca.batch_execute(sql).await.unwrap();
+    }
+    let mut config = ApplierConfig::new("pgsync_test");
+    config.ddl = DdlApply::Replay {
+        planner: Planner::new(selection, Mapping::identity()),
+        unsupported: Unsupported::Fail,
+        reverse_publication: None,
+    };
+    config.conflicts = Some(ConflictHandling::new(
+        ConflictPolicies::uniform(Policy::Overwrite),
+        NodeId::new("b"),
+        NodeId::new("a"),
+    ));
+    sync(&a, &b, config).await;
+
+    // Overwrite: A's rows win, and the row in the way of row 2 on the new index is gone.
+    assert_eq!(checksum(&ca, "t").await, checksum(&cb, "t").await);
+    let logged: Vec<String> = cb
+        .query(
+            "SELECT format('%s %s %s', kind, key->>'id', decision) FROM pgsync.conflicts ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(logged.len(), 2, "{logged:?}");
+    assert!(logged[0].starts_with("insert_exists 1 "), "{logged:?}");
+    // Logged under the key of the local row that was in the way.
+    assert_eq!(logged[1], "insert_exists 100 apply_remote", "{logged:?}");
 }
