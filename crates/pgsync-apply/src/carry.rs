@@ -145,6 +145,11 @@ async fn update(
         let Some(p) = Param::from_column(v) else {
             continue;
         };
+        // UPDATE cannot set a `GENERATED ALWAYS AS IDENTITY` column. As a key it holds the
+        // value the row was found by already; a non-key one keeps the destination's value.
+        if ctx.entry.always_identity.get(i).copied().unwrap_or(false) {
+            continue;
+        }
         let col = &ctx.entry.cols[i];
         let before = old
             .filter(|_| ctx.table.delta.contains(&i))

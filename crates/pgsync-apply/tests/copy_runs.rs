@@ -7,7 +7,8 @@
 
 use std::time::Duration;
 
-use pgsync_apply::{Applier, ApplierConfig, ApplyError};
+use pgsync_apply::{Applier, ApplierConfig, ApplyError, ConflictHandling};
+use pgsync_conflict::{ConflictPolicies, NodeId, Policy};
 use pgsync_testkit::Cluster;
 use pgsync_wal::txn::{Assembled, Assembler, AssemblerConfig};
 use pgsync_wal::{
@@ -392,6 +393,41 @@ async fn rows_of_generated_always_identity_columns_keep_the_source_values() {
         .unwrap();
     let txns = transactions(&a, wal_lsn(&a).await, false).await;
     let mut applier = Applier::new(b.client().await.unwrap(), config())
+        .await
+        .unwrap();
+    applier.apply(&txns).await.unwrap();
+    assert_equal(&a, &b, &["idents"]).await;
+}
+
+#[tokio::test]
+async fn the_careful_path_updates_rows_of_generated_always_identity_columns() {
+    let (a, b) = pair().await;
+    // B holds row 2 already: A's insert of it becomes an update of B's row (overwrite),
+    // which must leave the identity columns out of its SET.
+    b.client()
+        .await
+        .unwrap()
+        .batch_execute("INSERT INTO idents OVERRIDING SYSTEM VALUE VALUES (2, 'local', 2)")
+        .await
+        .unwrap();
+    a.client()
+        .await
+        .unwrap()
+        .batch_execute(
+            "INSERT INTO idents (v) VALUES ('one');
+             INSERT INTO idents (v) VALUES ('two');
+             INSERT INTO idents (v) VALUES ('three');",
+        )
+        .await
+        .unwrap();
+    let txns = transactions(&a, wal_lsn(&a).await, false).await;
+    let mut config = config();
+    config.conflicts = Some(ConflictHandling::new(
+        ConflictPolicies::uniform(Policy::Overwrite),
+        NodeId::new("b"),
+        NodeId::new("a"),
+    ));
+    let mut applier = Applier::new(b.client().await.unwrap(), config)
         .await
         .unwrap();
     applier.apply(&txns).await.unwrap();
