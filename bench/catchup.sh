@@ -19,6 +19,7 @@
 # DURATION (30); CLIENTS (4); SINGLE_ROWS (1000000); BULK_ROWS (1000000);
 # PORT_BASE (55470: pgsync uses +0/+1, PG15 peers +2/+3, PG18 peers +4/+5);
 # PG18_BIN (default: what scripts/install-pg18.sh prints); KIT (../shared/bench);
+# PGSYNC_BIN (default: target/release/pgsync, built first) runs that pgsync binary instead;
 # WAIT_MAX (900) bounds every wait; PGSYNC_LOG (info) RUST_LOG of pgsync; PGSYNC_PERF=1 records
 # a CPU profile (perf record -e cpu-clock) of each pgsync process into the output directory;
 # PGSYNC_PERF=all profiles the whole host during each drain instead (walsender and the
@@ -42,8 +43,10 @@ export PGBIN=$PG15_BIN
 # shellcheck source=/dev/null
 source "$KIT/lib.sh"
 
-(cd "$ROOT" && cargo build --release -p pgsync)
-PGSYNC_BIN=$ROOT/target/release/pgsync
+if [ -z "${PGSYNC_BIN:-}" ]; then
+  (cd "$ROOT" && cargo build --release -p pgsync)
+  PGSYNC_BIN=$ROOT/target/release/pgsync
+fi
 PGSYNC_PG=${PGSYNC_PG:-15}
 if [[ " $PEERS " == *" native18 "* || $PGSYNC_PG = 18 ]]; then
   PG18_BIN=${PG18_BIN:-$("$ROOT/scripts/install-pg18.sh")}
