@@ -186,6 +186,8 @@ drain_cpu() {
   echo "$PGSYNC_PID $(q "$A" "SELECT string_agg(pid::text, ',') FROM pg_stat_replication") $(q "$B" "SELECT string_agg(pid::text, ',') FROM pg_stat_activity WHERE application_name LIKE 'pgsync%'")" > "$OUT/$DRAIN_LABEL.pids"
   echo "$(cpu_of "$PGSYNC_PID") / $ws / $bs"
 }
+# ctxsw_of PID: voluntary + involuntary context switches of the process so far
+ctxsw_of() { awk '/ctxt_switches/{n+=$2} END{print n+0}' "/proc/$1/status" 2>/dev/null || echo 0; }
 fadd() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a + b}'; }
 
 # drain_done: B has the whole backlog (or pgsync died: DRAIN_DEAD=1); notes when pgsync
@@ -239,11 +241,21 @@ drain_pgsync() {
   fi
   res "$label max VmRSS / VmHWM during the drain (MB)" "$(maxcol 2 < "$RUN/$label.rss") / $(echo "$rss" | maxcol 3)"
   res "$label CPU seconds: pgsync / walsender on A / pgsync's backends on B" "$(drain_cpu)"
+  res "$label context switches: pgsync / walsender on A" "$(ctxsw_of "$PGSYNC_PID") / $(for p in $(q "$A" "SELECT pid FROM pg_stat_replication"); do ctxsw_of "$p"; done)"
   case $w in
     a) compare_tables "$label" "$A" "$B" ;;
     *) local sa sb; sa=$(bulk_sig "$A"); sb=$(bulk_sig "$B")
        res "$label bulk_t equal on A and B" "$([ "$sa" = "$sb" ] && echo yes || echo "NO: A $sa B $sb")" ;;
   esac
+}
+
+# native_cpu: CPU used by the subscription's walsender on A and its apply worker on B, since
+# they started (at ENABLE)
+native_cpu() {
+  local p ws=0 aw=0
+  for p in $(q "$A" "SELECT pid FROM pg_stat_replication"); do ws=$(fadd "$ws" "$(cpu_of "$p")"); done
+  for p in $(q "$B" "SELECT pid FROM pg_stat_subscription WHERE pid IS NOT NULL"); do aw=$(fadd "$aw" "$(cpu_of "$p")"); done
+  echo "$ws / $aw"
 }
 
 # ------------------------------------------------------------------ native (b), (c) as backlogs
@@ -281,6 +293,8 @@ native_backlogs() {
       if wait_for "$WAIT_MAX" 0.1 bulk_has "$B" "$target"; then t1=$(now); fi
       if [ -n "$t1" ]; then
         res "$label drain time after ENABLE (s)" "$(fsub "$t1" "$t0")"
+        res "$label CPU seconds: walsender on A / apply worker on B" "$(native_cpu)"
+        res "$label context switches: walsender on A" "$(for p in $(q "$A" "SELECT pid FROM pg_stat_replication"); do ctxsw_of "$p"; done)"
       else
         res "$label drain time after ENABLE (s)" "TIMEOUT >${WAIT_MAX}s"
       fi

@@ -17,6 +17,7 @@
 //! to the source: at a stop it is dropped and sent again by the slot.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use pgsync_wal::txn::{Assembled, Assembler};
 use pgsync_wal::{Lsn, WalError, XLogData};
@@ -31,7 +32,13 @@ pub(super) struct Pending {
     pub(super) wal_start: Lsn,
     /// Streamed transactions open right after it was assembled.
     pub(super) open_streams: usize,
+    /// A transaction the source sent [`BEHIND`] or more after its commit: the stream is
+    /// working through a backlog.
+    pub(super) behind: bool,
 }
+
+/// How long after its commit a transaction must have been sent to count as backlog.
+const BEHIND: Duration = Duration::from_millis(200);
 
 /// Assembled items waiting for the next group.
 #[derive(Default)]
@@ -83,14 +90,21 @@ impl Ahead {
     fn assemble(&mut self, assembler: &mut Assembler, data: &XLogData) {
         match assembler.push_payload(&data.data) {
             Ok(Some(assembled)) => {
+                let mut behind = false;
                 if let Assembled::Transaction(t) = &assembled {
                     self.txns += 1;
                     self.bytes += t.memory_bytes();
+                    // Both times are the source's clock.
+                    behind = data
+                        .server_time
+                        .duration_since(t.commit_time.to_system_time())
+                        .is_ok_and(|d| d >= BEHIND);
                 }
                 self.queue.push_back(Pending {
                     assembled,
                     wal_start: data.wal_start,
                     open_streams: assembler.open_streams(),
+                    behind,
                 });
             }
             Ok(None) => {}

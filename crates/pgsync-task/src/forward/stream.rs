@@ -35,6 +35,10 @@ pub(super) const MAX_GROUP_TXNS: usize = 5000;
 const MAX_GROUP_CHANGES: usize = 50_000;
 /// Bytes of changes held in memory by a group at most.
 pub(super) const MAX_GROUP_BYTES: usize = 32 << 20;
+/// Source transactions a group waits for while the stream works through a backlog...
+const BACKLOG_GROUP_TXNS: usize = 2000;
+/// ... for this long at most.
+const LINGER: Duration = Duration::from_millis(20);
 /// How often the applier's durable position is handed to the stream.
 const FEEDBACK_EVERY: Duration = Duration::from_millis(200);
 /// How often the stream sends its status update to the source.
@@ -137,6 +141,25 @@ pub(super) async fn run(
                 None => break,
             }
         }
+        // A backlog (the source sends transactions committed a while ago) goes in large
+        // groups: the destination pays far less per transaction in a few large
+        // transactions than in many small ones, and only the backlog waits meanwhile.
+        if group.behind {
+            let until = tokio::time::Instant::now() + LINGER;
+            while group.behind && !group.full() && group.txns.len() < BACKLOG_GROUP_TXNS {
+                let msg = tokio::select! {
+                    biased;
+                    () = shutdown.wait() => break,
+                    () = tokio::time::sleep_until(until) => break,
+                    msg = stream.recv() => msg,
+                };
+                ahead.received(&mut assembler, msg);
+                while !group.full() {
+                    let Some(p) = ahead.pop() else { break };
+                    group.take(link, p, &mut applier).await?;
+                }
+            }
+        }
         let flush = group.flush(&mut applier);
         tokio::pin!(flush);
         let applied = loop {
@@ -166,6 +189,8 @@ struct Group {
     hooks: Hooks,
     /// Streamed transactions applied as they arrive (see early.rs).
     early: Early,
+    /// The last transaction taken came from a backlog (see ahead.rs).
+    behind: bool,
 }
 
 impl Group {
@@ -187,6 +212,7 @@ impl Group {
             assembled,
             wal_start,
             open_streams,
+            behind,
         } = match pending {
             Ok(p) => p,
             Err(e) => {
@@ -223,6 +249,7 @@ impl Group {
                 } else {
                     self.changes += txn.len();
                     self.bytes += txn.memory_bytes();
+                    self.behind = behind;
                     self.txns.push(txn);
                 }
             }
@@ -249,6 +276,7 @@ impl Group {
         self.txns.clear();
         self.changes = 0;
         self.bytes = 0;
+        self.behind = false;
         Ok(true)
     }
 }
