@@ -300,7 +300,8 @@ enum Outcome {
 }
 
 /// Sets the destination sequence to `value` (handed out) unless its next value is at or
-/// past `value`'s successor already. The comparison and the `setval` are one statement.
+/// past `value`'s successor already: the full copy's own statement
+/// ([`pgsync_snapshot::ddl::setval_forward`]), comparison and `setval` in one.
 async fn bring_forward(
     b: &Client,
     target: &Target,
@@ -339,19 +340,9 @@ async fn bring_forward(
         return Ok(Outcome::Missing);
     };
     let relation = QualifiedName::new(row.get::<_, String>(0), row.get::<_, String>(1));
-    let name = relation.to_string();
-    let sql = format!(
-        "SELECT pg_catalog.setval($1::text::pg_catalog.regclass, $2, true)
-         FROM {relation} AS s, pg_catalog.pg_sequence q
-         WHERE q.seqrelid = $1::text::pg_catalog.regclass
-           AND CASE WHEN q.seqincrement > 0
-                    THEN (s.is_called AND s.last_value < $2)
-                         OR (NOT s.is_called AND s.last_value <= $2)
-                    ELSE (s.is_called AND s.last_value > $2)
-                         OR (NOT s.is_called AND s.last_value >= $2)
-               END"
-    );
-    let moved = b.query(&sql, &[&name, &value]).await?;
+    // `value` was handed out on the source (the start value is not needed).
+    let sql = pgsync_snapshot::ddl::setval_forward(&relation, Some(value), 0);
+    let moved = b.query(&sql, &[]).await?;
     Ok(if moved.is_empty() {
         Outcome::Ahead
     } else {

@@ -24,6 +24,8 @@ mod objects;
 mod order;
 mod table;
 
+pub use objects::setval_forward;
+
 use std::collections::{HashMap, HashSet};
 
 use pgsync_names::{Mapping, QualifiedName, Selection};

@@ -312,7 +312,8 @@ pub(super) fn post_data(
 /// past the one this would give: a sequence the destination moved on by itself meanwhile
 /// (or a kept table's sequence ahead of the source) is never set back. Comparison and
 /// `setval` are one statement; next values are compared as `numeric` (no overflow).
-fn setval_forward(dest: &QualifiedName, last_value: Option<i64>, start: i64) -> String {
+/// The task's sequence follower moves sequences with the same statement.
+pub fn setval_forward(dest: &QualifiedName, last_value: Option<i64>, start: i64) -> String {
     let (value, called) = match last_value {
         Some(v) => (v, true),
         None => (start, false),
