@@ -128,12 +128,9 @@ pub(super) async fn run(
             msg = stream.recv(), if ahead.is_empty() => ahead.received(&mut assembler, msg),
         }
         // Whatever else is already here joins the group (recv is cancel-safe).
-        while !group.full() {
-            if let Some(p) = ahead.pop() {
-                group.take(link, p, &mut applier).await?;
-                continue;
-            }
-            if !ahead.has_room() {
+        loop {
+            group.take_ahead(link, &mut ahead, &mut applier).await?;
+            if group.full() || !ahead.has_room() {
                 break;
             }
             match stream.recv().now_or_never() {
@@ -154,10 +151,7 @@ pub(super) async fn run(
                     msg = stream.recv() => msg,
                 };
                 ahead.received(&mut assembler, msg);
-                while !group.full() {
-                    let Some(p) = ahead.pop() else { break };
-                    group.take(link, p, &mut applier).await?;
-                }
+                group.take_ahead(link, &mut ahead, &mut applier).await?;
             }
         }
         let flush = group.flush(&mut applier);
@@ -198,6 +192,20 @@ impl Group {
         self.txns.len() >= MAX_GROUP_TXNS
             || self.changes >= MAX_GROUP_CHANGES
             || self.bytes >= MAX_GROUP_BYTES
+    }
+
+    /// Takes what was read ahead, while the group has room.
+    async fn take_ahead(
+        &mut self,
+        link: &Link,
+        ahead: &mut Ahead,
+        applier: &mut Applier,
+    ) -> Result<(), TaskError> {
+        while !self.full() {
+            let Some(p) = ahead.pop() else { break };
+            self.take(link, p, applier).await?;
+        }
+        Ok(())
     }
 
     /// Takes one assembled item: a completed transaction joins the group, or, when
