@@ -7,26 +7,8 @@ use std::path::{Path, PathBuf};
 
 use pgsync_task::precheck::{self, Side, Status};
 use pgsync_task::{Endpoint, TaskSpec};
-use pgsync_testkit::{Cluster, HostAuth};
+use pgsync_testkit::{Cluster, HostAuth, TestCertificates};
 use pgsync_wal::{ReplicationConnection, WalError};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-
-/// A CA and a server certificate for `localhost` signed by it: (ca pem, cert pem, key pem).
-fn certificates() -> (String, String, String) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "pgsync test CA");
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    leaf.distinguished_name
-        .push(DnType::CommonName, "localhost");
-    let cert = leaf.signed_by(&key, &issuer).unwrap();
-    (ca_cert.pem(), cert.pem(), key.serialize_pem())
-}
 
 /// A server with `ssl = on` whose pg_hba.conf lets TCP clients in only over TLS (the
 /// Unix socket stays open for the test's own checks); returns it and its CA file.
@@ -37,30 +19,9 @@ async fn tls_only_server(dir: &Path, name: &str) -> (Cluster, PathBuf) {
         .start()
         .await
         .unwrap();
-    let (ca, cert, key) = certificates();
-    let cert_file = cluster
-        .write_server_file("server.crt", cert.as_bytes())
-        .unwrap();
-    let key_file = cluster
-        .write_server_file("server.key", key.as_bytes())
-        .unwrap();
-    cluster
-        .append_settings(&[
-            ("ssl", "on"),
-            ("ssl_cert_file", &cert_file.display().to_string()),
-            ("ssl_key_file", &key_file.display().to_string()),
-        ])
-        .unwrap();
-    let mut hba = String::from("local all all trust\nlocal replication all trust\n");
-    for addr in ["127.0.0.1/32", "::1/128"] {
-        hba.push_str(&format!(
-            "hostssl all all {addr} scram-sha-256\nhostssl replication all {addr} scram-sha-256\n"
-        ));
-    }
-    std::fs::write(cluster.data_dir().join("pg_hba.conf"), hba).unwrap();
-    cluster.restart().await.unwrap();
-    let ca_file = dir.join(format!("{name}-ca.pem"));
-    std::fs::write(&ca_file, ca).unwrap();
+    let certs = TestCertificates::generate().unwrap();
+    cluster.require_tls(&certs).await.unwrap();
+    let ca_file = certs.write_ca(&dir.join(format!("{name}-ca.pem"))).unwrap();
     (cluster, ca_file)
 }
 
@@ -232,7 +193,7 @@ async fn clear_text_and_a_host_name_the_certificate_does_not_list_are_refused_wi
 
     // A CA that did not sign the server's certificate.
     let other_ca = dir.path().join("other-ca.pem");
-    std::fs::write(&other_ca, certificates().0).unwrap();
+    std::fs::write(&other_ca, TestCertificates::generate().unwrap().ca_pem).unwrap();
     let err = endpoint(&dsn(&a, "localhost", &verify_full(&other_ca)))
         .connect()
         .await

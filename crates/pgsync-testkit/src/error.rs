@@ -45,6 +45,10 @@ pub enum TestkitError {
         reason: String,
     },
 
+    /// Test certificates could not be made.
+    #[error("could not generate test certificates: {0}")]
+    Certificates(String),
+
     /// A server program (`initdb`, `pg_ctl`, `pgbench`, ...) failed.
     #[error("`{program}` failed ({status}): {output}")]
     Command {

@@ -23,9 +23,11 @@ mod error;
 mod os_user;
 mod pgbench;
 mod process;
+mod tls;
 
 pub use binaries::{PG_BIN_ENV, PgBinaries};
 pub use cluster::{Cluster, ClusterBuilder, HostAuth, SUPERUSER};
 pub use error::{Result, TestkitError};
 pub use os_user::OS_USER_ENV;
 pub use pgbench::{Pgbench, PgbenchLoad, PgbenchReport, RunningPgbench};
+pub use tls::TestCertificates;

@@ -6,25 +6,8 @@ use std::path::Path;
 
 use anyhow::Result;
 use common::*;
+use pgsync_testkit::TestCertificates;
 use pgsync_wal::{ReplicationConfig, ReplicationConnection, Retry, WalError};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-
-/// A CA and a server certificate for `localhost` signed by it: (ca pem, cert pem, key pem).
-fn certificates() -> Result<(String, String, String)> {
-    let ca_key = KeyPair::generate()?;
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "pgsync test CA");
-    let ca_cert = ca.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate()?;
-    let mut leaf = CertificateParams::new(vec!["localhost".to_owned()])?;
-    leaf.distinguished_name
-        .push(DnType::CommonName, "localhost");
-    let cert = leaf.signed_by(&key, &issuer)?;
-    Ok((ca_cert.pem(), cert.pem(), key.serialize_pem()))
-}
 
 fn dsn(port: u16, host: &str, extra: &str) -> String {
     format!("host={host} port={port} user=postgres dbname=app {extra}")
@@ -48,21 +31,15 @@ async fn sslmodes_encrypt_verify_the_chain_and_the_host_name_like_libpq() -> Res
     assert!(matches!(err, WalError::Tls { .. }), "{err}");
     assert!(err.to_string().contains("does not accept TLS"), "{err}");
 
-    let (ca, cert, key) = certificates()?;
-    let cert_file = cluster.write_server_file("server.crt", cert.as_bytes())?;
-    let key_file = cluster.write_server_file("server.key", key.as_bytes())?;
-    cluster.append_settings(&[
-        ("ssl", "on"),
-        ("ssl_cert_file", &cert_file.display().to_string()),
-        ("ssl_key_file", &key_file.display().to_string()),
-    ])?;
+    let certs = TestCertificates::generate()?;
+    cluster.serve_tls(&certs)?;
     cluster.restart().await?;
     let dir = std::env::temp_dir().join(format!("pgsync-wal-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let ca_file = dir.join("ca.pem");
-    std::fs::write(&ca_file, &ca)?;
+    std::fs::write(&ca_file, &certs.ca_pem)?;
     let other_ca_file = dir.join("other-ca.pem");
-    std::fs::write(&other_ca_file, certificates()?.0)?;
+    std::fs::write(&other_ca_file, TestCertificates::generate()?.ca_pem)?;
     let root = |p: &Path| format!("sslrootcert={}", p.display());
 
     // require: encrypted, nothing verified.

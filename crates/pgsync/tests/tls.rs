@@ -8,25 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{Pgsync, TaskFile, wait_converged};
-use pgsync_testkit::{Cluster, HostAuth};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-
-/// A CA and a server certificate for `localhost` signed by it: (ca pem, cert pem, key pem).
-fn certificates() -> (String, String, String) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "pgsync test CA");
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    leaf.distinguished_name
-        .push(DnType::CommonName, "localhost");
-    let cert = leaf.signed_by(&key, &issuer).unwrap();
-    (ca_cert.pem(), cert.pem(), key.serialize_pem())
-}
+use pgsync_testkit::{Cluster, HostAuth, TestCertificates};
 
 /// A server with `ssl = on` that lets TCP clients in only over TLS, and its CA file.
 async fn tls_only_server(dir: &Path, name: &str) -> (Cluster, PathBuf) {
@@ -36,32 +18,13 @@ async fn tls_only_server(dir: &Path, name: &str) -> (Cluster, PathBuf) {
         .start()
         .await
         .unwrap();
-    let (ca, cert, key) = certificates();
-    let cert_file = cluster
-        .write_server_file("server.crt", cert.as_bytes())
-        .unwrap();
-    let key_file = cluster
-        .write_server_file("server.key", key.as_bytes())
-        .unwrap();
+    // A prepared source bounds the WAL its slot may hold (else precheck warns).
     cluster
-        .append_settings(&[
-            ("ssl", "on"),
-            ("ssl_cert_file", &cert_file.display().to_string()),
-            ("ssl_key_file", &key_file.display().to_string()),
-            // A prepared source bounds the WAL its slot may hold (else precheck warns).
-            ("max_slot_wal_keep_size", "1GB"),
-        ])
+        .append_settings(&[("max_slot_wal_keep_size", "1GB")])
         .unwrap();
-    let mut hba = String::from("local all all trust\nlocal replication all trust\n");
-    for addr in ["127.0.0.1/32", "::1/128"] {
-        hba.push_str(&format!(
-            "hostssl all all {addr} scram-sha-256\nhostssl replication all {addr} scram-sha-256\n"
-        ));
-    }
-    std::fs::write(cluster.data_dir().join("pg_hba.conf"), hba).unwrap();
-    cluster.restart().await.unwrap();
-    let ca_file = dir.join(format!("{name}-ca.pem"));
-    std::fs::write(&ca_file, ca).unwrap();
+    let certs = TestCertificates::generate().unwrap();
+    cluster.require_tls(&certs).await.unwrap();
+    let ca_file = certs.write_ca(&dir.join(format!("{name}-ca.pem"))).unwrap();
     (cluster, ca_file)
 }
 
