@@ -241,3 +241,43 @@ async fn stop_reports_the_confirmed_position_to_the_slot() -> Result<()> {
     assert_eq!(confirmed_flush(&client, "s").await?, commit);
     Ok(())
 }
+
+#[tokio::test]
+async fn after_a_backlog_the_tail_and_live_transactions_arrive_without_waiting() -> Result<()> {
+    // On loopback a backlog is read paced (the socket's low-water mark raised, see
+    // stream::pacing); what is left when it ends, less than a window, and what comes live
+    // afterwards must still be read at once, not after the walsender's next keepalive.
+    const BACKLOG: usize = 3000;
+    let cluster = cluster().await?;
+    let client = cluster.client().await?;
+    client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION p FOR TABLE t")
+        .await?;
+    create_slot(&cluster, "paced").await?;
+    client
+        .batch_execute(&format!(
+            "DO $$ BEGIN FOR i IN 1..{BACKLOG} LOOP INSERT INTO t VALUES (i); COMMIT; END LOOP; END $$"
+        ))
+        .await?;
+    // Sent at least this long after their commits, they read as a backlog.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut stream = start(&cluster, &StartOptions::new("paced", ["p"])).await?;
+    let mut commits = 0;
+    let got = recv_until(&mut stream, |g| {
+        commits += usize::from(g.last().map(tag) == Some('C'));
+        commits == BACKLOG
+    })
+    .await?;
+    let inserts = got.iter().filter(|x| tag(x) == 'I').count();
+    ensure!(inserts == BACKLOG, "{inserts} inserts for {BACKLOG} transactions");
+    for id in 1..=3 {
+        client
+            .execute("INSERT INTO t VALUES ($1)", &[&(BACKLOG as i32 + id)])
+            .await?;
+        let live = recv_until(&mut stream, |g| g.last().map(tag) == Some('C')).await?;
+        let tags: String = live.iter().map(tag).collect();
+        ensure!(tags == "BIC", "live transaction {id}: {tags}");
+    }
+    stream.stop().await?;
+    Ok(())
+}
