@@ -269,10 +269,7 @@ async fn after_a_backlog_the_tail_and_live_transactions_arrive_without_waiting()
     })
     .await?;
     let inserts = got.iter().filter(|x| tag(x) == 'I').count();
-    ensure!(
-        inserts == BACKLOG,
-        "{inserts} inserts for {BACKLOG} transactions"
-    );
+    ensure!(inserts == BACKLOG, "{inserts} inserts for {BACKLOG} transactions");
     for id in 1..=3 {
         client
             .execute("INSERT INTO t VALUES ($1)", &[&(BACKLOG as i32 + id)])
