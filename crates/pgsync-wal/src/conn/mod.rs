@@ -48,8 +48,6 @@ use crate::error::{ServerError, SqlState, WalError};
 pub struct ReplicationConnection {
     pub(crate) reader: FrameReader<ReadHalf<Socket>>,
     pub(crate) writer: WriteHalf<Socket>,
-    /// The TCP socket's descriptor and whether the server is on this host.
-    pub(crate) tcp: Option<(std::os::fd::RawFd, bool)>,
     out: BytesMut,
     target: String,
     tls: bool,
@@ -107,12 +105,10 @@ impl ReplicationConnection {
     async fn connect_once(config: &ReplicationConfig) -> Result<Self, WalError> {
         let socket = startup::open(config).await?;
         let tls = socket.is_tls();
-        let tcp = socket.tcp();
         let (read, writer) = tokio::io::split(socket);
         let mut conn = Self {
             reader: FrameReader::new(read),
             writer,
-            tcp,
             out: BytesMut::new(),
             target: config.target(),
             tls,

@@ -24,22 +24,6 @@ impl Socket {
     pub(crate) fn is_tls(&self) -> bool {
         matches!(self, Self::Tls(_))
     }
-
-    /// The TCP socket underneath (plain or under TLS) and whether its peer is on this
-    /// host; `None` for a Unix socket.
-    pub(crate) fn tcp(&self) -> Option<(std::os::fd::RawFd, bool)> {
-        use std::os::fd::AsRawFd;
-        let tcp = match self {
-            Self::Tcp(s) => s,
-            Self::Tls(s) => s.get_ref().0,
-            Self::Unix(_) => return None,
-        };
-        let local = tcp
-            .peer_addr()
-            .map(|a| a.ip().is_loopback())
-            .unwrap_or(false);
-        Some((tcp.as_raw_fd(), local))
-    }
 }
 
 impl AsyncRead for Socket {

@@ -22,7 +22,6 @@ use super::tls;
 use super::{ReplicationConnection, log_notice, server_error};
 use crate::dsn::Endpoint;
 use crate::error::WalError;
-use crate::stream::LOOPBACK_RECV_BUFFER;
 
 /// Opens the TCP connection or Unix socket and negotiates TLS. Not cancel-safe (dropping
 /// it just drops the half-open socket).
@@ -36,10 +35,8 @@ pub(super) async fn open(config: &ReplicationConfig) -> Result<Socket, WalError>
             }
             Endpoint::Tcp { host, hostaddr } => {
                 let tcp = match hostaddr {
-                    Some(addr) => {
-                        connect_tcp(std::net::SocketAddr::new(*addr, config.port)).await?
-                    }
-                    None => connect_host(host, config.port).await?,
+                    Some(addr) => TcpStream::connect((*addr, config.port)).await?,
+                    None => TcpStream::connect((host.as_str(), config.port)).await?,
                 };
                 tcp.set_nodelay(true)?;
                 Ok(Socket::Tcp(tcp))
@@ -60,38 +57,6 @@ pub(super) async fn open(config: &ReplicationConfig) -> Result<Socket, WalError>
         Socket::Tcp(tcp) => tls::negotiate(tcp, config).await,
         other => Ok(other),
     }
-}
-
-/// Connects to one address. A server on this host gets the small receive buffer that
-/// paced reading relies on (see `stream::pacing`); it must be set before connecting, so
-/// the window is small from the first segment on.
-async fn connect_tcp(addr: std::net::SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    if addr.ip().is_loopback() {
-        socket.set_recv_buffer_size(u32::try_from(LOOPBACK_RECV_BUFFER).unwrap_or(u32::MAX))?;
-    }
-    socket.connect(addr).await
-}
-
-/// Connects to the first address `host` resolves to that accepts, as libpq does.
-async fn connect_host(host: &str, port: u16) -> std::io::Result<TcpStream> {
-    let mut last = None;
-    for addr in tokio::net::lookup_host((host, port)).await? {
-        match connect_tcp(addr).await {
-            Ok(s) => return Ok(s),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!("host name {host:?} resolved to no address"),
-        )
-    }))
 }
 
 /// Sends the startup message and authenticates; returns once the server is ready.

@@ -23,8 +23,6 @@
 //! [`WalError::ConnectionLost`], which is retryable.
 
 mod feedback;
-mod pacing;
-pub(crate) use pacing::LOOPBACK_RECV_BUFFER;
 mod task;
 mod wire;
 
@@ -156,7 +154,6 @@ impl ReplicationConnection {
         shared.confirmed.fetch_max(options.start.max(slot_flush));
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
         let (stop_tx, stop_rx) = oneshot::channel();
-        let pacing = pacing::Pacing::new(self.tcp);
         let (reader, writer) = self.into_parts();
         let task = task::SocketTask::new(
             reader,
@@ -166,8 +163,7 @@ impl ReplicationConnection {
             interval,
             options.buffer_messages,
             options.buffer_bytes,
-        )
-        .paced(pacing);
+        );
         let handle = tokio::spawn(task.run(stop_rx));
         tracing::debug!(target: "pgsync_wal::stream", slot = %options.slot, ?interval, "streaming");
         Ok(ReplicationStream {

@@ -4,8 +4,7 @@
 //!
 //! 1. **shutdown** — the consumer asked to stop (CopyDone exchange) or went away;
 //! 2. **pending write** — bytes of a status update still to go out, then a flush;
-//! 3. **deadline** — the status-update timer, or the consumer asking for one now; and on a
-//!    paced loopback socket, the timer that lowers a raised low-water mark (`pacing`);
+//! 3. **deadline** — the status-update timer, or the consumer asking for one now;
 //! 4. **WAL to the consumer** — held XLogData moves into the channel, as one batch of up
 //!    to `batch_messages`, when the channel has room;
 //! 5. **the socket** — the next frame (XLogData, keepalive, CopyDone, error), plus every
@@ -56,7 +55,6 @@ pub(super) struct SocketTask {
     feedback: Feedback,
     shared: Arc<Shared>,
     last_notice: Option<String>,
-    pacing: Option<super::pacing::Pacing>,
 }
 
 /// What a frame from the socket means for the loop.
@@ -89,14 +87,7 @@ impl SocketTask {
             feedback: Feedback::new(interval, Instant::now()),
             shared,
             last_notice: None,
-            pacing: None,
         }
-    }
-
-    /// Reads a loopback socket paced during backlogs (see `stream::pacing`).
-    pub(super) fn paced(mut self, pacing: Option<super::pacing::Pacing>) -> Self {
-        self.pacing = pacing;
-        self
     }
 
     /// Runs until the server ends the stream, the consumer stops or drops it, or an error.
@@ -114,7 +105,6 @@ impl SocketTask {
             let due = self.feedback.due();
             // Always read when nothing is held, so a zero budget still makes progress.
             let can_read = self.held.is_empty() || self.held_bytes < self.max_held_bytes;
-            let stale = self.pacing.as_ref().and_then(|p| p.deadline());
             tokio::select! {
                 biased;
                 // 1. Shutdown: a clean stop, or the consumer dropped the stream.
@@ -135,12 +125,6 @@ impl SocketTask {
                 // 3. Deadline: the status-update timer, or the consumer asking now.
                 () = sleep_until(due) => self.queue_status(),
                 () = self.shared.poke.notified() => self.queue_status(),
-                // 3b. A raised low-water mark has held queued bytes long enough.
-                () = sleep_until(stale.unwrap_or_else(Instant::now)), if stale.is_some() => {
-                    if let Some(p) = self.pacing.as_mut() {
-                        p.lower();
-                    }
-                }
                 // 4. WAL to the consumer.
                 permit = self.tx.clone().reserve_owned(), if !self.held.is_empty() => match permit {
                     Ok(permit) => {
@@ -152,9 +136,6 @@ impl SocketTask {
                 // 5. The socket: one frame, then whatever else is already buffered.
                 frame = self.reader.next(DURING), if can_read => {
                     let frame = frame.map_err(|e| self.with_notice(e))?;
-                    if let Some(p) = self.pacing.as_mut() {
-                        p.after_read();
-                    }
                     let mut next = self.on_frame(frame)?;
                     while matches!(next, Next::Continue)
                         && self.held.len() < self.batch_messages
@@ -178,9 +159,6 @@ impl SocketTask {
         match frame {
             Backend::CopyData(body) => match wire::parse(body)? {
                 CopyMessage::XLogData(x) => {
-                    if let Some(p) = self.pacing.as_mut() {
-                        p.on_message(&x);
-                    }
                     self.feedback.on_xlogdata(x.wal_start);
                     self.shared.received.fetch_max(x.wal_start);
                     // Counted before the consumer can see it.

@@ -108,7 +108,7 @@ pub(crate) fn status_update(
     out.put_u8(0);
 }
 
-pub(crate) fn from_pg_micros(micros: i64) -> SystemTime {
+fn from_pg_micros(micros: i64) -> SystemTime {
     let epoch = UNIX_EPOCH + Duration::from_secs(PG_EPOCH_OFFSET);
     let delta = Duration::from_micros(micros.unsigned_abs());
     if micros >= 0 {
