@@ -188,6 +188,12 @@ drain_cpu() {
 }
 # ctxsw_of PID: voluntary + involuntary context switches of the process so far
 ctxsw_of() { awk '/ctxt_switches/{n+=$2} END{print n+0}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# walsenders_ctxsw: context switches of A's walsenders, summed
+walsenders_ctxsw() {
+  local p n=0
+  for p in $(q "$A" "SELECT pid FROM pg_stat_replication"); do n=$((n + $(ctxsw_of "$p"))); done
+  echo "$n"
+}
 fadd() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a + b}'; }
 
 # drain_done: B has the whole backlog (or pgsync died: DRAIN_DEAD=1); notes when pgsync
@@ -241,7 +247,7 @@ drain_pgsync() {
   fi
   res "$label max VmRSS / VmHWM during the drain (MB)" "$(maxcol 2 < "$RUN/$label.rss") / $(echo "$rss" | maxcol 3)"
   res "$label CPU seconds: pgsync / walsender on A / pgsync's backends on B" "$(drain_cpu)"
-  res "$label context switches: pgsync / walsender on A" "$(ctxsw_of "$PGSYNC_PID") / $(for p in $(q "$A" "SELECT pid FROM pg_stat_replication"); do ctxsw_of "$p"; done)"
+  res "$label context switches: pgsync / walsender on A" "$(ctxsw_of "$PGSYNC_PID") / $(walsenders_ctxsw)"
   case $w in
     a) compare_tables "$label" "$A" "$B" ;;
     *) local sa sb; sa=$(bulk_sig "$A"); sb=$(bulk_sig "$B")
@@ -294,7 +300,7 @@ native_backlogs() {
       if [ -n "$t1" ]; then
         res "$label drain time after ENABLE (s)" "$(fsub "$t1" "$t0")"
         res "$label CPU seconds: walsender on A / apply worker on B" "$(native_cpu)"
-        res "$label context switches: walsender on A" "$(for p in $(q "$A" "SELECT pid FROM pg_stat_replication"); do ctxsw_of "$p"; done)"
+        res "$label context switches: walsender on A" "$(walsenders_ctxsw)"
       else
         res "$label drain time after ENABLE (s)" "TIMEOUT >${WAIT_MAX}s"
       fi
