@@ -13,7 +13,7 @@ pg18=$(scripts/install-pg18.sh)
 pg15=${PGSYNC_PG15_BIN:-/usr/lib/postgresql/15/bin}
 
 # Packages whose tests depend on the server version.
-PG18_PACKAGES=(pgsync-testkit pgsync-wal pgsync-apply pgsync-ddl pgsync pgsync-workspace)
+PG18_PACKAGES=(pgsync-testkit pgsync-wal pgsync-apply pgsync-ddl pgsync-task pgsync pgsync-workspace)
 
 echo "== all tests, PostgreSQL 15 ($pg15)"
 PGSYNC_PG_BIN=$pg15 cargo test --workspace "$@"

@@ -134,24 +134,16 @@ async fn both_sides_updating_the_same_keys_converge_under_last_write_wins_and_no
         "[sync]\ntwo_way = true\nconflict_policy = \"last_write_wins\"",
     );
     let pgsync = Pgsync::run(&task);
-    wait_converged(
-        &a,
-        &b,
-        &PGBENCH_TABLES,
-        Duration::from_secs(60),
-        &pgsync.log_text(),
-    )
+    wait_converged(&a, &b, &PGBENCH_TABLES, Duration::from_secs(60), || {
+        pgsync.log_text()
+    })
     .await;
 
     ready(&a, &b, &["pgbench_accounts"], true, &pgsync).await;
     let (ta, tb) = both_sides(&a, &b, HOT_UPDATES).await;
-    wait_converged(
-        &a,
-        &b,
-        &PGBENCH_TABLES,
-        Duration::from_secs(90),
-        &pgsync.log_text(),
-    )
+    wait_converged(&a, &b, &PGBENCH_TABLES, Duration::from_secs(90), || {
+        pgsync.log_text()
+    })
     .await;
     let expected = (ta + tb) as i64;
     for c in [&a, &b] {
@@ -199,13 +191,9 @@ async fn with_abalance_as_a_delta_column_every_increment_of_both_sides_is_kept()
          [sync.delta_columns]\n\"public.pgbench_accounts\" = [\"abalance\"]",
     );
     let pgsync = Pgsync::run(&task);
-    wait_converged(
-        &a,
-        &b,
-        &PGBENCH_TABLES,
-        Duration::from_secs(60),
-        &pgsync.log_text(),
-    )
+    wait_converged(&a, &b, &PGBENCH_TABLES, Duration::from_secs(60), || {
+        pgsync.log_text()
+    })
     .await;
     // B's updates need their old rows too.
     b.client()
@@ -219,13 +207,9 @@ async fn with_abalance_as_a_delta_column_every_increment_of_both_sides_is_kept()
     let paced = format!("{HOT_UPDATES}\\sleep 10 ms\n");
     let (ta, tb) = both_sides(&a, &b, &paced).await;
 
-    wait_converged(
-        &a,
-        &b,
-        &PGBENCH_TABLES,
-        Duration::from_secs(90),
-        &pgsync.log_text(),
-    )
+    wait_converged(&a, &b, &PGBENCH_TABLES, Duration::from_secs(90), || {
+        pgsync.log_text()
+    })
     .await;
     for c in [&a, &b] {
         assert_eq!(
@@ -257,12 +241,18 @@ async fn deletes_and_reinserts_of_the_same_keys_on_both_sides_converge() {
     );
     let pgsync = Pgsync::run(&task);
     let tables = ["kv", "runs"];
-    wait_converged(&a, &b, &tables, Duration::from_secs(60), &pgsync.log_text()).await;
+    wait_converged(&a, &b, &tables, Duration::from_secs(60), || {
+        pgsync.log_text()
+    })
+    .await;
     ready(&a, &b, &tables, true, &pgsync).await;
 
     let (ta, tb) = both_sides(&a, &b, DELETES_AND_REINSERTS).await;
 
-    wait_converged(&a, &b, &tables, Duration::from_secs(90), &pgsync.log_text()).await;
+    wait_converged(&a, &b, &tables, Duration::from_secs(90), || {
+        pgsync.log_text()
+    })
+    .await;
     for c in [&a, &b] {
         assert_eq!(one(c, "SELECT count(*) FROM runs").await, (ta + tb) as i64);
     }
@@ -276,7 +266,10 @@ async fn fail_stops_the_task_naming_the_conflict_and_a_restart_after_the_fix_ski
     a.client().await.unwrap().batch_execute(KV).await.unwrap();
     let task = TaskFile::new(&a, &b, "[sync]\nconflict_policy = \"fail\"");
     let mut pgsync = Pgsync::run(&task);
-    wait_converged(&a, &b, &["kv"], Duration::from_secs(60), &pgsync.log_text()).await;
+    wait_converged(&a, &b, &["kv"], Duration::from_secs(60), || {
+        pgsync.log_text()
+    })
+    .await;
 
     // A row written on B alone, then the same key on A, then more work on A.
     let (ca, cb) = (a.client().await.unwrap(), b.client().await.unwrap());
@@ -309,7 +302,10 @@ async fn fail_stops_the_task_naming_the_conflict_and_a_restart_after_the_fix_ski
         .await
         .unwrap();
     let pgsync = Pgsync::run(&task);
-    wait_converged(&a, &b, &["kv"], Duration::from_secs(60), &pgsync.log_text()).await;
+    wait_converged(&a, &b, &["kv"], Duration::from_secs(60), || {
+        pgsync.log_text()
+    })
+    .await;
     assert_eq!(one(&b, "SELECT v::bigint FROM kv WHERE k = 500").await, 7);
     assert!(pgsync.stop().await.success());
 }
@@ -325,7 +321,10 @@ async fn in_marker_mode_every_applied_transaction_writes_the_marker_and_nothing_
     );
     let pgsync = Pgsync::run(&task);
     let tables = ["kv", "runs"];
-    wait_converged(&a, &b, &tables, Duration::from_secs(60), &pgsync.log_text()).await;
+    wait_converged(&a, &b, &tables, Duration::from_secs(60), || {
+        pgsync.log_text()
+    })
+    .await;
     ready(&a, &b, &tables, true, &pgsync).await;
     let (ca, cb) = (a.client().await.unwrap(), b.client().await.unwrap());
     for i in 0..20 {
@@ -336,7 +335,10 @@ async fn in_marker_mode_every_applied_transaction_writes_the_marker_and_nothing_
             .await
             .unwrap();
     }
-    wait_converged(&a, &b, &tables, Duration::from_secs(60), &pgsync.log_text()).await;
+    wait_converged(&a, &b, &tables, Duration::from_secs(60), || {
+        pgsync.log_text()
+    })
+    .await;
     still_equal(&a, &b, &tables, &pgsync.log_text()).await;
     for c in [&a, &b] {
         assert_eq!(one(c, "SELECT count(*) FROM runs").await, 40);

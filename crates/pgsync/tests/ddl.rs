@@ -132,13 +132,9 @@ async fn a_ddl_script_during_streaming_leaves_equal_schemas_and_rows() {
     .unwrap();
     let task = TaskFile::new(&a, &b, "[objects]\ninclude = [\"public.*\", \"app.*\"]");
     let pgsync = Pgsync::run(&task);
-    wait_converged(
-        &a,
-        &b,
-        &["items"],
-        Duration::from_secs(60),
-        &pgsync.log_text(),
-    )
+    wait_converged(&a, &b, &["items"], Duration::from_secs(60), || {
+        pgsync.log_text()
+    })
     .await;
 
     for statement in SCRIPT {
@@ -160,7 +156,10 @@ async fn a_ddl_script_during_streaming_leaves_equal_schemas_and_rows() {
         ]
     );
     let names: Vec<&str> = tables.iter().map(String::as_str).collect();
-    wait_converged(&a, &b, &names, Duration::from_secs(60), &pgsync.log_text()).await;
+    wait_converged(&a, &b, &names, Duration::from_secs(60), || {
+        pgsync.log_text()
+    })
+    .await;
     let (dump_a, dump_b) = (schema_dump(&a).await, schema_dump(&b).await);
     assert!(dump_a.contains("orders_qty_positive") && dump_a.contains("kid_parent_idx"));
     let only = |x: &str, y: &str| -> Vec<String> {
@@ -273,7 +272,10 @@ async fn two_way_rename_add_and_drop_column_on_a_while_b_writes_lose_nothing() {
     let pgsync = Pgsync::run(&task);
     let mut tables: Vec<&str> = PGBENCH_TABLES.to_vec();
     tables.push("notes");
-    wait_converged(&a, &b, &tables, Duration::from_secs(60), &pgsync.log_text()).await;
+    wait_converged(&a, &b, &tables, Duration::from_secs(60), || {
+        pgsync.log_text()
+    })
+    .await;
 
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("b.sql");
@@ -309,7 +311,10 @@ async fn two_way_rename_add_and_drop_column_on_a_while_b_writes_lose_nothing() {
 
     let mut tables: Vec<&str> = PGBENCH_TABLES.to_vec();
     tables.push("notes_renamed");
-    wait_converged(&a, &b, &tables, Duration::from_secs(60), &pgsync.log_text()).await;
+    wait_converged(&a, &b, &tables, Duration::from_secs(60), || {
+        pgsync.log_text()
+    })
+    .await;
     let count = |c: Client, sql: &'static str| async move {
         c.query_one(sql, &[]).await.unwrap().get::<_, i64>(0)
     };
@@ -335,13 +340,9 @@ async fn two_way_rename_add_and_drop_column_on_a_while_b_writes_lose_nothing() {
         .batch_execute("INSERT INTO notes_renamed (id, text) VALUES (1, 'late a')")
         .await
         .unwrap();
-    wait_converged(
-        &a,
-        &b,
-        &["notes_renamed"],
-        Duration::from_secs(30),
-        &pgsync.log_text(),
-    )
+    wait_converged(&a, &b, &["notes_renamed"], Duration::from_secs(30), || {
+        pgsync.log_text()
+    })
     .await;
     assert!(pgsync.stop().await.success());
 }
@@ -374,7 +375,10 @@ async fn unsupported_ddl_stops_the_task_under_fail_and_is_left_out_under_skip() 
         .unwrap();
     let mut task = TaskFile::new(&a, &b, &task_text("fail"));
     let pgsync = Pgsync::run(&task);
-    wait_converged(&a, &b, &["t"], Duration::from_secs(60), &pgsync.log_text()).await;
+    wait_converged(&a, &b, &["t"], Duration::from_secs(60), || {
+        pgsync.log_text()
+    })
+    .await;
     assert!(pgsync.stop().await.success());
 
     let forms = [
@@ -419,7 +423,10 @@ async fn unsupported_ddl_stops_the_task_under_fail_and_is_left_out_under_skip() 
         }
         task = TaskFile::new(&a, &b, &task_text("skip"));
         let pgsync = Pgsync::run(&task);
-        wait_converged(&a, &b, &["t"], Duration::from_secs(30), &pgsync.log_text()).await;
+        wait_converged(&a, &b, &["t"], Duration::from_secs(30), || {
+            pgsync.log_text()
+        })
+        .await;
         assert!(pgsync.log_text().contains("unsupported DDL skipped"));
         assert!(pgsync.stop().await.success());
     }

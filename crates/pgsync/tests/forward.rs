@@ -23,13 +23,9 @@ async fn pgbench_during_and_after_the_copy_ends_with_equal_tables() {
     let pgsync = Pgsync::run(&task);
     let report = load.finish().await.unwrap();
     assert!(report.transactions > 100, "{report:?}");
-    wait_converged(
-        &a,
-        &b,
-        &PGBENCH_TABLES,
-        Duration::from_secs(120),
-        &pgsync.log_text(),
-    )
+    wait_converged(&a, &b, &PGBENCH_TABLES, Duration::from_secs(120), || {
+        pgsync.log_text()
+    })
     .await;
     let status = pgsync.stop().await;
     assert!(status.success(), "pgsync exited with {status}");
@@ -58,13 +54,9 @@ async fn kill_9_at_random_points_then_restart_loses_and_duplicates_nothing() {
     let pgsync = Pgsync::run(&task);
     load.finish().await.unwrap();
     logs.push_str("--- final run ---\n");
-    wait_converged(
-        &a,
-        &b,
-        &PGBENCH_TABLES,
-        Duration::from_secs(180),
-        &(logs.clone() + &pgsync.log_text()),
-    )
+    wait_converged(&a, &b, &PGBENCH_TABLES, Duration::from_secs(180), || {
+        logs.clone() + &pgsync.log_text()
+    })
     .await;
     assert!(pgsync.stop().await.success());
 }
@@ -78,13 +70,9 @@ async fn a_destination_restart_mid_stream_is_survived() {
         .run(&PgbenchLoad::simple_update().transactions_per_client(200))
         .await
         .unwrap();
-    wait_converged(
-        &a,
-        &b,
-        &PGBENCH_TABLES,
-        Duration::from_secs(60),
-        &pgsync.log_text(),
-    )
+    wait_converged(&a, &b, &PGBENCH_TABLES, Duration::from_secs(60), || {
+        pgsync.log_text()
+    })
     .await;
 
     let load = a
@@ -94,13 +82,9 @@ async fn a_destination_restart_mid_stream_is_survived() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     b.restart().await.unwrap();
     load.finish().await.unwrap();
-    wait_converged(
-        &a,
-        &b,
-        &PGBENCH_TABLES,
-        Duration::from_secs(90),
-        &pgsync.log_text(),
-    )
+    wait_converged(&a, &b, &PGBENCH_TABLES, Duration::from_secs(90), || {
+        pgsync.log_text()
+    })
     .await;
     assert!(pgsync.stop().await.success());
 }
@@ -126,13 +110,9 @@ async fn a_changes_only_task_streams_into_tables_that_exist_already() {
         .run(&PgbenchLoad::simple_update().transactions_per_client(300))
         .await
         .unwrap();
-    wait_converged(
-        &a,
-        &b,
-        &PGBENCH_TABLES,
-        Duration::from_secs(60),
-        &pgsync.log_text(),
-    )
+    wait_converged(&a, &b, &PGBENCH_TABLES, Duration::from_secs(60), || {
+        pgsync.log_text()
+    })
     .await;
     let copied = pgsync.log_text().contains("initial sync done");
     assert!(!copied, "no copy was asked for:\n{}", pgsync.log_text());

@@ -67,13 +67,9 @@ async fn status_follows_the_task_and_release_removes_everything_on_both_sides() 
     let (a, b) = pgbench_pair(1).await;
     let task = TaskFile::new(&a, &b, "");
     let runner = Pgsync::run(&task);
-    wait_converged(
-        &a,
-        &b,
-        &PGBENCH_TABLES,
-        Duration::from_secs(60),
-        &runner.log_text(),
-    )
+    wait_converged(&a, &b, &PGBENCH_TABLES, Duration::from_secs(60), || {
+        runner.log_text()
+    })
     .await;
 
     let out = pgsync(&["status", "--json"], &task);
@@ -113,13 +109,9 @@ async fn release_with_force_stops_a_running_task_first() {
     let (a, b) = pgbench_pair(1).await;
     let task = TaskFile::new(&a, &b, "");
     let mut runner = Pgsync::run(&task);
-    wait_converged(
-        &a,
-        &b,
-        &PGBENCH_TABLES,
-        Duration::from_secs(60),
-        &runner.log_text(),
-    )
+    wait_converged(&a, &b, &PGBENCH_TABLES, Duration::from_secs(60), || {
+        runner.log_text()
+    })
     .await;
     let out = pgsync(&["release", "--force"], &task);
     assert!(
@@ -147,13 +139,9 @@ async fn a_second_runner_of_the_same_task_is_refused_at_once() {
     let (a, b) = pgbench_pair(1).await;
     let task = TaskFile::new(&a, &b, "");
     let first = Pgsync::run(&task);
-    wait_converged(
-        &a,
-        &b,
-        &PGBENCH_TABLES,
-        Duration::from_secs(60),
-        &first.log_text(),
-    )
+    wait_converged(&a, &b, &PGBENCH_TABLES, Duration::from_secs(60), || {
+        first.log_text()
+    })
     .await;
     let started = std::time::Instant::now();
     let out = pgsync(&["run"], &task);

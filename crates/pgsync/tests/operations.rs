@@ -108,13 +108,9 @@ async fn a_source_stopped_for_30_seconds_mid_stream_is_waited_for_and_nothing_is
     let (mut a, b) = pgbench_pair(1).await;
     let task = TaskFile::new(&a, &b, "");
     let mut runner = Pgsync::run(&task);
-    wait_converged(
-        &a,
-        &b,
-        &PGBENCH_TABLES,
-        Duration::from_secs(60),
-        &runner.log_text(),
-    )
+    wait_converged(&a, &b, &PGBENCH_TABLES, Duration::from_secs(60), || {
+        runner.log_text()
+    })
     .await;
     let load = PgbenchLoad::simple_update()
         .clients(2)
@@ -130,13 +126,9 @@ async fn a_source_stopped_for_30_seconds_mid_stream_is_waited_for_and_nothing_is
     );
     a.start().await.unwrap();
     a.pgbench().run(&load).await.unwrap();
-    wait_converged(
-        &a,
-        &b,
-        &PGBENCH_TABLES,
-        Duration::from_secs(90),
-        &runner.log_text(),
-    )
+    wait_converged(&a, &b, &PGBENCH_TABLES, Duration::from_secs(90), || {
+        runner.log_text()
+    })
     .await;
 
     let log = runner.log_text();
@@ -165,13 +157,9 @@ async fn with_a_short_connection_window_a_longer_outage_fails_the_task_with_the_
         "[retry]\nconnection_minutes = 10\nother_minutes = 1\n",
     );
     let mut runner = Pgsync::run_with(&task, &[], &[("PGSYNC_RETRY_MINUTE_SECONDS", "1")]);
-    wait_converged(
-        &a,
-        &b,
-        &PGBENCH_TABLES,
-        Duration::from_secs(60),
-        &runner.log_text(),
-    )
+    wait_converged(&a, &b, &PGBENCH_TABLES, Duration::from_secs(60), || {
+        runner.log_text()
+    })
     .await;
     a.stop().await.unwrap();
     let stopped = Instant::now();
@@ -208,25 +196,17 @@ async fn the_metrics_endpoint_is_scraped_and_parsed_and_heartbeats_keep_an_idle_
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let runner = Pgsync::run_with(&task, &["--metrics-addr", &addr], &[]);
-    wait_converged(
-        &a,
-        &b,
-        &PGBENCH_TABLES,
-        Duration::from_secs(60),
-        &runner.log_text(),
-    )
+    wait_converged(&a, &b, &PGBENCH_TABLES, Duration::from_secs(60), || {
+        runner.log_text()
+    })
     .await;
     let load = PgbenchLoad::simple_update()
         .clients(2)
         .duration(Duration::from_secs(3));
     a.pgbench().run(&load).await.unwrap();
-    wait_converged(
-        &a,
-        &b,
-        &PGBENCH_TABLES,
-        Duration::from_secs(60),
-        &runner.log_text(),
-    )
+    wait_converged(&a, &b, &PGBENCH_TABLES, Duration::from_secs(60), || {
+        runner.log_text()
+    })
     .await;
 
     // Idle now: heartbeats keep the lag within a few seconds, and the slot moving.
@@ -284,13 +264,9 @@ async fn pausing_holds_changes_at_a_transaction_boundary_while_the_lag_grows_unt
     let (a, b) = pgbench_pair(1).await;
     let task = TaskFile::new(&a, &b, "[heartbeat]\ninterval_seconds = 1\n");
     let runner = Pgsync::run(&task);
-    wait_converged(
-        &a,
-        &b,
-        &PGBENCH_TABLES,
-        Duration::from_secs(60),
-        &runner.log_text(),
-    )
+    wait_converged(&a, &b, &PGBENCH_TABLES, Duration::from_secs(60), || {
+        runner.log_text()
+    })
     .await;
 
     let out = pgsync(&["pause"], &task);
@@ -340,13 +316,9 @@ async fn pausing_holds_changes_at_a_transaction_boundary_while_the_lag_grows_unt
 
     let out = pgsync(&["resume"], &task);
     assert!(out.status.success());
-    wait_converged(
-        &a,
-        &b,
-        &PGBENCH_TABLES,
-        Duration::from_secs(60),
-        &runner.log_text(),
-    )
+    wait_converged(&a, &b, &PGBENCH_TABLES, Duration::from_secs(60), || {
+        runner.log_text()
+    })
     .await;
     wait_status(&task, &runner, "a small lag again", |st| {
         st["paused"] == false
@@ -368,13 +340,9 @@ async fn an_alert_command_fires_exactly_once_for_a_sustained_lag() {
     );
     let task = TaskFile::new(&a, &b, &extra);
     let runner = Pgsync::run(&task);
-    wait_converged(
-        &a,
-        &b,
-        &PGBENCH_TABLES,
-        Duration::from_secs(60),
-        &runner.log_text(),
-    )
+    wait_converged(&a, &b, &PGBENCH_TABLES, Duration::from_secs(60), || {
+        runner.log_text()
+    })
     .await;
     assert!(!file.exists(), "no alert while the task keeps up");
 
@@ -466,13 +434,9 @@ async fn a_throttled_full_copy_measures_within_15_percent_of_the_configured_rows
         "measured {faster:.0} rows/s after raising the limit to {FASTER}\n{}",
         runner.log_text()
     );
-    wait_converged(
-        &a,
-        &b,
-        &PGBENCH_TABLES,
-        Duration::from_secs(60),
-        &runner.log_text(),
-    )
+    wait_converged(&a, &b, &PGBENCH_TABLES, Duration::from_secs(60), || {
+        runner.log_text()
+    })
     .await;
     assert!(runner.stop().await.success());
 }

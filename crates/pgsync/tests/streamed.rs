@@ -38,7 +38,10 @@ async fn a_streamed_transaction_is_applied_as_it_arrives_or_whole_when_others_in
     let (a, b) = pair().await;
     let task = TaskFile::new(&a, &b, "");
     let pgsync = Pgsync::run(&task);
-    wait_converged(&a, &b, &TABLES, Duration::from_secs(90), &pgsync.log_text()).await;
+    wait_converged(&a, &b, &TABLES, Duration::from_secs(90), || {
+        pgsync.log_text()
+    })
+    .await;
 
     // Alone: rows inserted, updated and deleted in one streamed transaction.
     let ca = a.client().await.unwrap();
@@ -51,7 +54,10 @@ async fn a_streamed_transaction_is_applied_as_it_arrives_or_whole_when_others_in
     )
     .await
     .unwrap();
-    wait_converged(&a, &b, &TABLES, Duration::from_secs(90), &pgsync.log_text()).await;
+    wait_converged(&a, &b, &TABLES, Duration::from_secs(90), || {
+        pgsync.log_text()
+    })
+    .await;
     assert!(
         pgsync
             .log_text()
@@ -92,7 +98,10 @@ async fn a_streamed_transaction_is_applied_as_it_arrives_or_whole_when_others_in
     )
     .await
     .unwrap();
-    wait_converged(&a, &b, &TABLES, Duration::from_secs(90), &pgsync.log_text()).await;
+    wait_converged(&a, &b, &TABLES, Duration::from_secs(90), || {
+        pgsync.log_text()
+    })
+    .await;
     let count: i64 = b
         .client()
         .await
@@ -111,7 +120,7 @@ async fn pgsync_killed_while_a_streamed_transaction_is_applied_early_loses_and_d
     let task = TaskFile::new(&a, &b, "");
     let mut logs = String::new();
     let p = Pgsync::run(&task);
-    wait_converged(&a, &b, &TABLES, Duration::from_secs(90), &p.log_text()).await;
+    wait_converged(&a, &b, &TABLES, Duration::from_secs(90), || p.log_text()).await;
     let ca = a.client().await.unwrap();
     let mut p = Some(p);
     for (round, delay_ms) in [150u64, 400, 900].into_iter().enumerate() {
@@ -130,13 +139,9 @@ async fn pgsync_killed_while_a_streamed_transaction_is_applied_early_loses_and_d
     }
     let p = p.unwrap();
     logs.push_str("--- final run ---\n");
-    wait_converged(
-        &a,
-        &b,
-        &TABLES,
-        Duration::from_secs(120),
-        &(logs + &p.log_text()),
-    )
+    wait_converged(&a, &b, &TABLES, Duration::from_secs(120), || {
+        logs.clone() + &p.log_text()
+    })
     .await;
     assert!(p.stop().await.success());
 }

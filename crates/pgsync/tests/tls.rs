@@ -92,14 +92,20 @@ async fn precheck_and_run_work_between_two_tls_only_servers_with_verify_full() {
     assert!(stdout.contains("TLS (sslmode=verify-full)"), "{stdout}");
 
     let pgsync = Pgsync::run(&task);
-    wait_converged(&a, &b, &["t"], Duration::from_secs(60), &pgsync.log_text()).await;
+    wait_converged(&a, &b, &["t"], Duration::from_secs(60), || {
+        pgsync.log_text()
+    })
+    .await;
     a.client()
         .await
         .unwrap()
         .batch_execute("INSERT INTO t VALUES (501, 'streamed'); UPDATE t SET v = 'x' WHERE id = 1")
         .await
         .unwrap();
-    wait_converged(&a, &b, &["t"], Duration::from_secs(60), &pgsync.log_text()).await;
+    wait_converged(&a, &b, &["t"], Duration::from_secs(60), || {
+        pgsync.log_text()
+    })
+    .await;
 
     let walsender_tls: Option<bool> = a
         .client()

@@ -22,13 +22,9 @@ async fn both_sides_writing_disjoint_keys_converge_and_nothing_loops() {
     let (a, b) = pgbench_pair(1).await;
     let task = TaskFile::new(&a, &b, "[sync]\ntwo_way = true");
     let pgsync = Pgsync::run(&task);
-    wait_converged(
-        &a,
-        &b,
-        &PGBENCH_TABLES,
-        Duration::from_secs(60),
-        &pgsync.log_text(),
-    )
+    wait_converged(&a, &b, &PGBENCH_TABLES, Duration::from_secs(60), || {
+        pgsync.log_text()
+    })
     .await;
 
     let dir = tempfile::tempdir().unwrap();
@@ -50,13 +46,9 @@ async fn both_sides_writing_disjoint_keys_converge_and_nothing_loops() {
         "{ra:?} {rb:?}"
     );
 
-    wait_converged(
-        &a,
-        &b,
-        &PGBENCH_TABLES,
-        Duration::from_secs(120),
-        &pgsync.log_text(),
-    )
+    wait_converged(&a, &b, &PGBENCH_TABLES, Duration::from_secs(120), || {
+        pgsync.log_text()
+    })
     .await;
     // Each transaction inserted one history row on its own side: no row came back.
     let expected = (ra.transactions + rb.transactions) as i64;
@@ -113,13 +105,9 @@ async fn rows_written_on_b_while_the_initial_copy_runs_reach_a() {
         .unwrap();
         written += 1;
     }
-    wait_converged(
-        &a,
-        &b,
-        &PGBENCH_TABLES,
-        Duration::from_secs(120),
-        &pgsync.log_text(),
-    )
+    wait_converged(&a, &b, &PGBENCH_TABLES, Duration::from_secs(120), || {
+        pgsync.log_text()
+    })
     .await;
     assert_eq!(history(&a).await, written);
     assert!(pgsync.stop().await.success());

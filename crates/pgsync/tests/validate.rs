@@ -42,13 +42,9 @@ async fn rows_changed_deleted_and_inserted_by_hand_on_b_are_reported_and_repaire
     let (a, b) = pgbench_pair(1).await;
     let task = TaskFile::new(&a, &b, "");
     let pgsync = Pgsync::run(&task);
-    wait_converged(
-        &a,
-        &b,
-        &PGBENCH_TABLES,
-        Duration::from_secs(90),
-        &pgsync.log_text(),
-    )
+    wait_converged(&a, &b, &PGBENCH_TABLES, Duration::from_secs(90), || {
+        pgsync.log_text()
+    })
     .await;
 
     exec(
@@ -134,7 +130,7 @@ async fn rows_changed_deleted_and_inserted_by_hand_on_b_are_reported_and_repaire
         &b,
         &["pgbench_accounts"],
         Duration::from_secs(60),
-        &pgsync.log_text(),
+        || pgsync.log_text(),
     )
     .await;
 
@@ -158,13 +154,9 @@ async fn under_continuous_pgbench_load_no_difference_is_reported_once_the_lag_ha
     let (a, b) = pgbench_pair(2).await;
     let task = TaskFile::new(&a, &b, "");
     let pgsync = Pgsync::run(&task);
-    wait_converged(
-        &a,
-        &b,
-        &PGBENCH_TABLES,
-        Duration::from_secs(90),
-        &pgsync.log_text(),
-    )
+    wait_converged(&a, &b, &PGBENCH_TABLES, Duration::from_secs(90), || {
+        pgsync.log_text()
+    })
     .await;
 
     let load = a
@@ -196,13 +188,9 @@ async fn under_continuous_pgbench_load_no_difference_is_reported_once_the_lag_ha
     );
     let done = load.finish().await.unwrap();
     assert!(done.transactions > 1000, "the load ran: {done:?}");
-    wait_converged(
-        &a,
-        &b,
-        &PGBENCH_TABLES,
-        Duration::from_secs(90),
-        &pgsync.log_text(),
-    )
+    wait_converged(&a, &b, &PGBENCH_TABLES, Duration::from_secs(90), || {
+        pgsync.log_text()
+    })
     .await;
     let (code, report, err) = validate(&task, &[]).await;
     assert_eq!(code, 0, "{report:#}\n{err}");
@@ -245,13 +233,9 @@ async fn a_table_with_a_renamed_column_validates_under_its_destination_names() {
         "[objects]\ninclude = [\"public.items\"]\n[mapping.columns.\"public.items\"]\nname = \"title\"\n",
     );
     let pgsync = Pgsync::run(&task);
-    wait_converged(
-        &a,
-        &b,
-        &["public.items"],
-        Duration::from_secs(90),
-        &pgsync.log_text(),
-    )
+    wait_converged(&a, &b, &["public.items"], Duration::from_secs(90), || {
+        pgsync.log_text()
+    })
     .await;
     // The destination really has the renamed column.
     exec(&b, "SELECT title FROM public.items LIMIT 1").await;
@@ -370,13 +354,9 @@ async fn in_a_two_way_task_repaired_rows_do_not_travel_back_to_the_source() {
     let (a, b) = pgbench_pair(1).await;
     let task = TaskFile::new(&a, &b, "[sync]\ntwo_way = true");
     let pgsync = Pgsync::run(&task);
-    wait_converged(
-        &a,
-        &b,
-        &PGBENCH_TABLES,
-        Duration::from_secs(90),
-        &pgsync.log_text(),
-    )
+    wait_converged(&a, &b, &PGBENCH_TABLES, Duration::from_secs(90), || {
+        pgsync.log_text()
+    })
     .await;
 
     // A divergence the reverse direction does not carry: written under a pgsync origin.

@@ -127,13 +127,14 @@ pub const PGBENCH_TABLES: [&str; 4] = [
 ];
 
 /// Waits until every table has the same checksum on both sides; panics with the
-/// differences (and the pgsync log) after `timeout`.
+/// differences (and the pgsync log as it is then: `log` is called only on failure)
+/// after `timeout`.
 pub async fn wait_converged(
     a: &Cluster,
     b: &Cluster,
     tables: &[&str],
     timeout: Duration,
-    log: &str,
+    log: impl Fn() -> String,
 ) {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
@@ -171,8 +172,9 @@ pub async fn wait_converged(
                 ));
             }
             panic!(
-                "not converged after {timeout:?}:\n{}\n--- pgsync log ---\n{log}",
-                diffs.join("\n")
+                "not converged after {timeout:?}:\n{}\n--- pgsync log ---\n{}",
+                diffs.join("\n"),
+                log()
             );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
