@@ -118,10 +118,11 @@ async fn ready(a: &Cluster, b: &Cluster, tables: &[&str], triggers: bool, log: &
 }
 
 /// Both sides still equal a moment later: nothing is bouncing between them.
-async fn still_equal(a: &Cluster, b: &Cluster, tables: &[&str], log: &str) {
+async fn still_equal(a: &Cluster, b: &Cluster, tables: &[&str], log: &Pgsync) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     for t in tables {
-        assert_eq!(checksum(a, t).await, checksum(b, t).await, "{t}\n{log}");
+        let (x, y) = (checksum(a, t).await, checksum(b, t).await);
+        assert_eq!(x, y, "{t}\n{}", log.log_text());
     }
 }
 
@@ -152,7 +153,7 @@ async fn both_sides_updating_the_same_keys_converge_under_last_write_wins_and_no
             expected
         );
     }
-    still_equal(&a, &b, &PGBENCH_TABLES, &pgsync.log_text()).await;
+    still_equal(&a, &b, &PGBENCH_TABLES, &pgsync).await;
     // The crossing updates were seen and decided, on both sides.
     let (ca, cb) = (conflicts(&a).await, conflicts(&b).await);
     assert!(
@@ -256,7 +257,7 @@ async fn deletes_and_reinserts_of_the_same_keys_on_both_sides_converge() {
     for c in [&a, &b] {
         assert_eq!(one(c, "SELECT count(*) FROM runs").await, (ta + tb) as i64);
     }
-    still_equal(&a, &b, &tables, &pgsync.log_text()).await;
+    still_equal(&a, &b, &tables, &pgsync).await;
     assert!(pgsync.stop().await.success());
 }
 
@@ -339,7 +340,7 @@ async fn in_marker_mode_every_applied_transaction_writes_the_marker_and_nothing_
         pgsync.log_text()
     })
     .await;
-    still_equal(&a, &b, &tables, &pgsync.log_text()).await;
+    still_equal(&a, &b, &tables, &pgsync).await;
     for c in [&a, &b] {
         assert_eq!(one(c, "SELECT count(*) FROM runs").await, 40);
         assert!(
