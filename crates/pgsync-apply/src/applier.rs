@@ -360,7 +360,7 @@ impl Applier {
                         None => continue,
                     }
                 }
-                self.resolve(&change).await?;
+                self.resolve_in(&change, b).await?;
                 if self.in_copy(&change, txn.end_lsn) {
                     continue;
                 }
@@ -646,8 +646,8 @@ impl Applier {
             .is_none_or(|t| t.contains(&relation.name))
     }
 
-    /// Resolves the relations of `change` (again, when their layout changed).
-    async fn resolve(&mut self, change: &Change) -> Result<(), ApplyError> {
+    /// The relations of `change` (those applied at all).
+    fn relations_of<'c>(&self, change: &'c Change) -> impl Iterator<Item = &'c Arc<Relation>> {
         let relations: &[Arc<Relation>] = match change {
             Change::Insert { relation, .. }
             | Change::Update { relation, .. }
@@ -655,27 +655,51 @@ impl Applier {
             Change::Truncate { relations, .. } => relations,
             _ => &[],
         };
-        for r in relations {
-            if !self.allowed(r) {
-                continue;
-            }
-            let current = self
-                .tables
-                .get(&r.oid)
-                .is_some_and(|e| Arc::ptr_eq(&e.relation, r) || *e.relation == **r);
-            if !current {
-                let mut entry = TableEntry::resolve(&self.client, &self.config.mapping, r).await?;
-                entry.copied_at = self
-                    .config
-                    .copied_at
-                    .get(&r.name)
-                    .copied()
-                    .unwrap_or_default();
-                self.statements.retain(|shape, _| shape.relation != r.oid);
-                self.keyed_statements.retain(|(oid, ..), _| *oid != r.oid);
-                self.copies.retain(|(oid, _), _| *oid != r.oid);
-                self.tables.insert(r.oid, entry);
-            }
+        relations.iter().filter(|r| self.allowed(r))
+    }
+
+    /// Whether `relation` has no entry yet, or one resolved for another layout.
+    fn needs_resolving(&self, relation: &Arc<Relation>) -> bool {
+        !self
+            .tables
+            .get(&relation.oid)
+            .is_some_and(|e| Arc::ptr_eq(&e.relation, relation) || *e.relation == **relation)
+    }
+
+    /// [`Self::resolve`] inside a batch. Statements, COPY rows and held-back runs are
+    /// built from the table entries when they are sent, so what the batch holds for a
+    /// table whose layout changes is sent first, under the layout it was read with.
+    async fn resolve_in(&mut self, change: &Change, b: &mut Batch) -> Result<(), ApplyError> {
+        let changed = self
+            .relations_of(change)
+            .any(|r| self.tables.contains_key(&r.oid) && self.needs_resolving(r));
+        if changed {
+            self.finish_active(b).await?;
+            self.flush_runs(b).await?;
+            self.run_chunk(b).await?;
+        }
+        self.resolve(change).await
+    }
+
+    /// Resolves the relations of `change` (again, when their layout changed).
+    async fn resolve(&mut self, change: &Change) -> Result<(), ApplyError> {
+        let stale: Vec<Arc<Relation>> = self
+            .relations_of(change)
+            .filter(|r| self.needs_resolving(r))
+            .cloned()
+            .collect();
+        for r in &stale {
+            let mut entry = TableEntry::resolve(&self.client, &self.config.mapping, r).await?;
+            entry.copied_at = self
+                .config
+                .copied_at
+                .get(&r.name)
+                .copied()
+                .unwrap_or_default();
+            self.statements.retain(|shape, _| shape.relation != r.oid);
+            self.keyed_statements.retain(|(oid, ..), _| *oid != r.oid);
+            self.copies.retain(|(oid, _), _| *oid != r.oid);
+            self.tables.insert(r.oid, entry);
         }
         Ok(())
     }

@@ -142,7 +142,7 @@ impl Applier {
         if self.ddl_hooks(&change) {
             return Ok(false);
         }
-        self.resolve(&change).await?;
+        self.resolve_in(&change, b).await?;
         // The end LSN lies beyond `lsn`: a table copied as of `lsn` or later may hold the
         // change already, which only the end LSN can tell.
         if relations

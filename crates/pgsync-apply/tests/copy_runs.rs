@@ -433,3 +433,68 @@ async fn the_careful_path_updates_rows_of_generated_always_identity_columns() {
     applier.apply(&txns).await.unwrap();
     assert_equal(&a, &b, &["idents"]).await;
 }
+
+#[tokio::test]
+async fn rows_held_back_when_their_table_changes_layout_go_out_under_the_layout_they_came_with() {
+    // Inserts held back for a COPY and an update waiting in the chunk, then the source
+    // drops a column and more rows follow in the same group: what was held goes out
+    // under the old layout (B keeps the column; the later rows leave it NULL).
+    let (a, b) = pair().await;
+    a.client()
+        .await
+        .unwrap()
+        .batch_execute(
+            "INSERT INTO events SELECT g, g, 'n' || g FROM generate_series(1, 10) g;
+             UPDATE events SET note = 'u' WHERE id = 2;
+             INSERT INTO events SELECT g, g, 'm' || g FROM generate_series(11, 13) g;
+             ALTER TABLE events DROP COLUMN note;
+             INSERT INTO events SELECT g, g FROM generate_series(14, 30) g;
+             UPDATE events SET item = 0 WHERE id IN (3, 12, 20);",
+        )
+        .await
+        .unwrap();
+    let target = wal_lsn(&a).await;
+    let txns = transactions(&a, target, false).await;
+    let mut applier = Applier::new(b.client().await.unwrap(), config())
+        .await
+        .unwrap();
+    applier.apply(&txns).await.unwrap();
+    assert_eq!(applier.progress(), txns.last().unwrap().end_lsn);
+    let (on_a, on_b) = (id_items(&a).await, id_items(&b).await);
+    assert_eq!(on_a.len(), 30);
+    assert_eq!(on_a, on_b);
+    let notes: Vec<(i64, Option<String>)> = b
+        .client()
+        .await
+        .unwrap()
+        .query(
+            "SELECT id, note FROM events WHERE id IN (1, 2, 13, 14) ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        notes,
+        [
+            (1, Some("n1".to_owned())),
+            (2, Some("u".to_owned())),
+            (13, Some("m13".to_owned())),
+            (14, None)
+        ]
+    );
+}
+
+async fn id_items(c: &Cluster) -> Vec<(i64, Option<i32>)> {
+    c.client()
+        .await
+        .unwrap()
+        .query("SELECT id, item FROM events ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
