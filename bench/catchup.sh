@@ -61,11 +61,26 @@ maxcol() { awk -v c="$1" 'BEGIN{m=0} $c+0>m{m=$c+0} END{printf "%.0f", m/1024}';
 # ------------------------------------------------------------------ pgsync process control
 PGSYNC_PID=
 SAMPLER_PID=
+SOURCE_SAMPLER_PID=
 # rss_sampler PID FILE: "epoch VmRSS_kB VmHWM_kB" every 0.2 s while PID lives
 rss_sampler() {
   local pid=$1 out=$2 line
   while line=$(awk '/^VmRSS/{r=$2} /^VmHWM/{h=$2} END{if (r != "") print r, h}' "/proc/$pid/status" 2>/dev/null) && [ -n "$line" ]; do
     echo "$(now) $line" >> "$out"
+    sleep 0.2
+  done
+}
+# source_sampler PID FILE: "pid cpu_ticks" of every client backend and walsender of the
+# postmaster PID (A), every 0.2 s while pgsync lives: its sessions on A, including a catch-up
+# session that ends before the drain does
+source_sampler() {
+  local pm=$1 out=$2 p
+  while kill -0 "$PGSYNC_PID" 2>/dev/null; do
+    for p in $(pgrep -P "$pm"); do
+      case "$(tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null)" in
+        "postgres: walsender"*|"postgres: postgres "*) awk -v p="$p" '{print p, $14 + $15}' "/proc/$p/stat" 2>/dev/null >> "$out" ;;
+      esac
+    done
     sleep 0.2
   done
 }
@@ -76,6 +91,8 @@ pgsync_start() {   # pgsync_start LABEL -> PGSYNC_PID, log $RUN/LABEL.pgsync.log
   PGSYNC_PID=$!
   rss_sampler "$PGSYNC_PID" "$RUN/$label.rss" &
   SAMPLER_PID=$!
+  source_sampler "$(head -1 "$A/data/postmaster.pid")" "$RUN/$label.srccpu" &
+  SOURCE_SAMPLER_PID=$!
   if [ "${PGSYNC_PERF:-}" = all ]; then   # the whole host, with call graphs
     perf record -q -a -g -e cpu-clock -F 999 -o "$OUT/$label.perf.data" >/dev/null 2>&1 &
     PERF_PID=$!
@@ -95,8 +112,8 @@ pgsync_stop() {    # SIGTERM, bounded wait for a clean exit (SIGKILL after 120 s
   fi
   wait "$PGSYNC_PID" 2>/dev/null || true
   if [ -n "$SAMPLER_PID" ]; then
-    kill "$SAMPLER_PID" 2>/dev/null || true
-    wait "$SAMPLER_PID" 2>/dev/null || true
+    kill "$SAMPLER_PID" "$SOURCE_SAMPLER_PID" 2>/dev/null || true
+    wait "$SAMPLER_PID" "$SOURCE_SAMPLER_PID" 2>/dev/null || true
   fi
   cp "$PGSYNC_LOGFILE" "$OUT/" 2>/dev/null || true   # kept with the results
   PGSYNC_PID=; SAMPLER_PID=
@@ -176,11 +193,17 @@ EOF
 
 # cpu_of PID: user + system CPU seconds the process has used so far
 cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-# drain_cpu: CPU used since pgsync started, by pgsync, its walsender(s) on A and its sessions
-# on B (all started with this pgsync process), to tell where a drain's time goes.
+# drain_cpu: CPU used since pgsync started, by pgsync, its walsender and sessions on A (the
+# source sampler's last figure per process, plus a last look now) and its sessions on B (all
+# started with this pgsync process), to tell where a drain's time goes.
 drain_cpu() {
-  local p ws=0 bs=0
-  for p in $(q "$A" "SELECT pid FROM pg_stat_replication"); do ws=$(fadd "$ws" "$(cpu_of "$p")"); done
+  local p ws bs=0
+  for p in $(pgrep -P "$(head -1 "$A/data/postmaster.pid")"); do
+    case "$(tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null)" in
+      "postgres: walsender"*|"postgres: postgres "*) awk -v p="$p" '{print p, $14 + $15}' "/proc/$p/stat" 2>/dev/null >> "$RUN/$DRAIN_LABEL.srccpu" ;;
+    esac
+  done
+  ws=$(awk -v hz="$(getconf CLK_TCK)" '{t[$1] = $2} END {for (p in t) s += t[p]; printf "%.2f", s / hz}' "$RUN/$DRAIN_LABEL.srccpu" 2>/dev/null || echo 0)
   for p in $(q "$B" "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'pgsync%'"); do bs=$(fadd "$bs" "$(cpu_of "$p")"); done
   # for `perf report --pids` of a PGSYNC_PERF=all profile
   echo "$PGSYNC_PID $(q "$A" "SELECT string_agg(pid::text, ',') FROM pg_stat_replication") $(q "$B" "SELECT string_agg(pid::text, ',') FROM pg_stat_activity WHERE application_name LIKE 'pgsync%'")" > "$OUT/$DRAIN_LABEL.pids"
@@ -246,7 +269,7 @@ drain_pgsync() {
     tail -20 "$PGSYNC_LOGFILE" >&2
   fi
   res "$label max VmRSS / VmHWM during the drain (MB)" "$(maxcol 2 < "$RUN/$label.rss") / $(echo "$rss" | maxcol 3)"
-  res "$label CPU seconds: pgsync / walsender on A / pgsync's backends on B" "$(drain_cpu)"
+  res "$label CPU seconds: pgsync / walsender and sessions on A / pgsync's backends on B" "$(drain_cpu)"
   res "$label context switches: pgsync / walsender on A" "$(ctxsw_of "$PGSYNC_PID") / $(walsenders_ctxsw)"
   case $w in
     a) compare_tables "$label" "$A" "$B" ;;

@@ -80,6 +80,10 @@ pub struct SyncSpec {
     /// (`col = col + (new - old)`), so that increments made on both sides all count. The
     /// source tables need `REPLICA IDENTITY FULL`.
     pub delta_columns: BTreeMap<String, Vec<String>>,
+    /// A slot at least this many MB of WAL behind is read through the SQL decoding
+    /// functions (large reads) rather than the walsender (a `send()` per message) until
+    /// it has caught up; `0`: always stream.
+    pub catch_up_min_wal_mb: u64,
 }
 
 impl SyncSpec {
@@ -109,6 +113,7 @@ impl Default for SyncSpec {
             conflict_policy_per_kind: BTreeMap::new(),
             loop_prevention: LoopPrevention::Origins,
             delta_columns: BTreeMap::new(),
+            catch_up_min_wal_mb: 16,
         }
     }
 }

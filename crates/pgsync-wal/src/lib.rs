@@ -8,6 +8,7 @@ pub mod conn;
 pub mod dsn;
 mod error;
 mod lsn;
+pub mod peek;
 pub mod pgoutput;
 pub mod stream;
 pub mod txn;

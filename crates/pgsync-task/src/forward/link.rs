@@ -44,6 +44,9 @@ pub(crate) struct Link {
     pub(crate) conflicts: Option<ConflictHandling>,
     /// Metrics and throttle at each group commit (none unless attached).
     pub(crate) hooks: Hooks,
+    /// Bytes of WAL the slot must be behind for a catch-up through the SQL decoding
+    /// functions (see catchup.rs); `None`: always stream.
+    pub(crate) catch_up_min_wal: Option<u64>,
 }
 
 impl Link {
@@ -68,6 +71,7 @@ impl Link {
                 .then(|| LoopFilter::new(spec.sync.loop_prevention)),
             conflicts: conflict_handling(spec, Direction::Forward),
             hooks: Hooks::default(),
+            catch_up_min_wal: catch_up_min_wal(spec),
         }
     }
 
@@ -93,6 +97,7 @@ impl Link {
             loop_filter: Some(LoopFilter::new(spec.sync.loop_prevention)),
             conflicts: conflict_handling(spec, Direction::Reverse),
             hooks: Hooks::default(),
+            catch_up_min_wal: catch_up_min_wal(spec),
         })
     }
 }
@@ -229,6 +234,14 @@ pub(crate) async fn selected_columns(
 /// DDL handling of a direction: the forward one replays the source's DDL (when
 /// `sync.ddl`); the reverse one never replays any, and with DDL sync on it follows A's
 /// renames and dropped columns (`inverse`: B names to A names).
+/// `sync.catch_up_min_wal_mb` in bytes.
+fn catch_up_min_wal(spec: &TaskSpec) -> Option<u64> {
+    match spec.sync.catch_up_min_wal_mb {
+        0 => None,
+        mb => Some(mb.saturating_mul(1 << 20)),
+    }
+}
+
 fn ddl_mode(spec: &TaskSpec, inverse: Option<&Mapping>) -> DdlApply {
     if !spec.sync.ddl {
         return DdlApply::Ignore;

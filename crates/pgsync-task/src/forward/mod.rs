@@ -11,10 +11,12 @@
 //! recopied (the copy state of the task is cleared with the old slot).
 
 mod ahead;
+mod catchup;
 mod early;
 mod filters;
 mod initial;
 mod link;
+mod source;
 mod stream;
 
 use std::time::Duration;

@@ -23,6 +23,7 @@ use pgsync_wal::{ReplicationConnection, StartOptions, Transaction};
 use super::ahead::{Ahead, Pending};
 use super::early::Early;
 use super::link::Link;
+use super::source::Source;
 use super::{Backoff, Shutdown, initial};
 use crate::error::TaskError;
 use crate::names::Direction;
@@ -80,7 +81,23 @@ pub(super) async fn run(
     }
     let mut applier = Applier::new(dest, config).await?;
 
+    if super::catchup::run(link, shutdown, backoff, &mut applier).await? {
+        return Ok(());
+    }
+
     let conn = ReplicationConnection::connect(&link.reader.replication_config()?).await?;
+    let options = start_options(link, &applier, conn.server_major());
+    let stream = conn.start_replication(&options).await?;
+    tracing::info!(direction = ?link.direction, slot = %link.names.slot, from = %applier.progress(), "streaming changes");
+    // Streamed transactions go to the applier as they arrive when loop prevention does
+    // not need them whole (no pgsync origins to drop, or the server drops them).
+    let early = link.loop_filter.is_none() || options.origin_none;
+    drain(link, shutdown, backoff, &mut applier, stream, early).await
+}
+
+/// What START_REPLICATION (and a catch-up read) asks of pgoutput, from the writer's
+/// progress on.
+pub(super) fn start_options(link: &Link, applier: &Applier, server_major: u32) -> StartOptions {
     let mut options = StartOptions::new(&link.names.slot, &link.publications);
     options.start = applier.progress();
     // The source (pg_stat_replication, slot lag) learns the applied position within a
@@ -91,13 +108,20 @@ pub(super) async fn run(
         .loop_filter
         .as_ref()
         .is_some_and(|f| f.mode() == pgsync_loop::LoopPrevention::Origins)
-        && conn.server_major() >= 16;
-    let mut stream = conn.start_replication(&options).await?;
-    tracing::info!(direction = ?link.direction, slot = %link.names.slot, from = %applier.progress(), "streaming changes");
+        && server_major >= 16;
+    options
+}
 
-    // Streamed transactions go to the applier as they arrive when loop prevention does
-    // not need them whole (no pgsync origins to drop, or the server drops them).
-    let early = link.loop_filter.is_none() || options.origin_none;
+/// Reads `source` and applies what it sends until a shutdown (`Ok`) or an error; the
+/// source ending is [`TaskError::StreamEnded`], after everything before it was applied.
+pub(super) async fn drain(
+    link: &Link,
+    shutdown: &mut Shutdown,
+    backoff: &mut Backoff,
+    applier: &mut Applier,
+    mut stream: impl Source,
+    early: bool,
+) -> Result<(), TaskError> {
     let mut assembler = Assembler::new(AssemblerConfig {
         emit_streamed: early,
         ..AssemblerConfig::default()
@@ -129,7 +153,7 @@ pub(super) async fn run(
         }
         // Whatever else is already here joins the group (recv is cancel-safe).
         loop {
-            group.take_ahead(link, &mut ahead, &mut applier).await?;
+            group.take_ahead(link, &mut ahead, applier).await?;
             if group.full() || !ahead.has_room() {
                 break;
             }
@@ -151,10 +175,10 @@ pub(super) async fn run(
                     msg = stream.recv() => msg,
                 };
                 ahead.received(&mut assembler, msg);
-                group.take_ahead(link, &mut ahead, &mut applier).await?;
+                group.take_ahead(link, &mut ahead, applier).await?;
             }
         }
-        let flush = group.flush(&mut applier);
+        let flush = group.flush(applier);
         tokio::pin!(flush);
         let applied = loop {
             tokio::select! {

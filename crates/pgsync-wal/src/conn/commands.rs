@@ -178,7 +178,13 @@ impl StartOptions {
         }
     }
 
-    pub(crate) fn sql(&self, major: u32) -> Result<String, WalError> {
+    /// The pgoutput options for a server, as START_REPLICATION and the SQL decoding
+    /// functions take them, with `streaming` as given.
+    pub(crate) fn plugin_options(
+        &self,
+        major: u32,
+        streaming: Streaming,
+    ) -> Result<Vec<(&'static str, String)>, WalError> {
         let unsupported = |what: &str, needs| WalError::Unsupported {
             what: what.to_owned(),
             server_major: major,
@@ -189,7 +195,7 @@ impl StartOptions {
         }
         if self.publications.is_empty() {
             return Err(WalError::Config(
-                "START_REPLICATION needs at least one publication".into(),
+                "streaming changes needs at least one publication".into(),
             ));
         }
         let mut opts = vec![
@@ -202,7 +208,7 @@ impl StartOptions {
         if self.messages {
             opts.push(("messages", "true".into()));
         }
-        match self.streaming {
+        match streaming {
             Streaming::Off => {}
             Streaming::On => opts.push(("streaming", "on".into())),
             Streaming::Parallel if major >= 16 => opts.push(("streaming", "parallel".into())),
@@ -217,6 +223,11 @@ impl StartOptions {
         if self.binary {
             opts.push(("binary", "true".into()));
         }
+        Ok(opts)
+    }
+
+    pub(crate) fn sql(&self, major: u32) -> Result<String, WalError> {
+        let opts = self.plugin_options(major, self.streaming)?;
         let mut text = format!(
             "START_REPLICATION SLOT {} LOGICAL {} (",
             Ident(&self.slot),
