@@ -1,6 +1,7 @@
 //! A backlog read through the SQL decoding functions (`sync.catch_up_min_wal_mb`), through
 //! the `pgsync` binary: kill -9 while it is read and applied, restart, nothing lost or
-//! written twice (pgbench_history has no key: a duplicate shows in its checksum).
+//! written twice (pgbench_history has no key: a duplicate shows in its checksum). The
+//! backlog is of small transactions, the kind a catch-up is for.
 
 mod common;
 
@@ -21,6 +22,21 @@ async fn wait_log(p: &Pgsync, what: &str, timeout: Duration) {
     }
 }
 
+/// Small transactions: a teller's balance and a history row.
+fn small_transactions(dir: &std::path::Path) -> PgbenchLoad {
+    let path = dir.join("small.sql");
+    std::fs::write(
+        &path,
+        "\\set tid random(1, 10)\n\\set aid random(1, 100000)\n\\set delta random(-5000, 5000)\n\
+         BEGIN;\n\
+         UPDATE pgbench_tellers SET tbalance = tbalance + :delta WHERE tid = :tid;\n\
+         INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (:tid, 1, :aid, :delta, CURRENT_TIMESTAMP);\n\
+         END;\n",
+    )
+    .unwrap();
+    PgbenchLoad::script(path).clients(2)
+}
+
 #[tokio::test]
 async fn kill_9_during_a_catch_up_then_restart_loses_and_duplicates_nothing() {
     let (a, b) = pgbench_pair(1).await;
@@ -30,12 +46,9 @@ async fn kill_9_during_a_catch_up_then_restart_loses_and_duplicates_nothing() {
     assert!(first.stop().await.success());
 
     // A backlog of several MB of WAL while pgsync is stopped.
+    let dir = tempfile::tempdir().unwrap();
     a.pgbench()
-        .run(
-            &PgbenchLoad::simple_update()
-                .clients(2)
-                .transactions_per_client(6000),
-        )
+        .run(&small_transactions(dir.path()).transactions_per_client(8000))
         .await
         .unwrap();
     let mut logs = String::new();
@@ -49,11 +62,7 @@ async fn kill_9_during_a_catch_up_then_restart_loses_and_duplicates_nothing() {
     // More while it was down (again more than the threshold), then the last run reads it
     // all, through the SQL functions and then the stream.
     a.pgbench()
-        .run(
-            &PgbenchLoad::simple_update()
-                .clients(2)
-                .transactions_per_client(5000),
-        )
+        .run(&small_transactions(dir.path()).transactions_per_client(8000))
         .await
         .unwrap();
     let last = Pgsync::run(&task);

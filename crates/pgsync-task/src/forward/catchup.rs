@@ -2,12 +2,13 @@
 //!
 //! Streaming, the walsender writes each pgoutput message with a `send()` of its own; on a
 //! backlog of small transactions that socket work, not decoding, is most of its time (see
-//! `pgsync_wal::peek`). So when the slot is `sync.catch_up_min_wal_mb` or more behind,
-//! the backlog is read with `pg_logical_slot_peek_binary_changes` in an ordinary session,
-//! in reads of at most [`CHUNK`] of WAL, and applied by the same loop as the stream:
+//! `pgsync_wal::peek`). So when the slot is `sync.catch_up_min_wal_mb` or more behind and
+//! its transactions are small (at most [`SMALL_TXN_WAL`] of WAL each on average), the
+//! backlog is read with `pg_logical_slot_peek_binary_changes` in an ordinary session, in
+//! reads of at most [`CHUNK`] of WAL, and applied by the same loop as the stream:
 //!
 //! ```text
-//! loop: slot behind >= min? ── no ──> START_REPLICATION from the writer's progress
+//! loop: behind >= min, small txns? ── no ──> START_REPLICATION from the writer's progress
 //!         │ yes
 //!         peek up to min(end of WAL, from + CHUNK) ─> drain (groups, loop filter, DDL)
 //!         ─> pg_replication_slot_advance(what the writer made durable)
@@ -34,6 +35,12 @@ use crate::error::TaskError;
 /// WAL read by one catch-up read at most: its output is kept on the source (a tuplestore,
 /// in temporary files beyond `work_mem`) until the read ends.
 const CHUNK: u64 = 512 << 20;
+/// WAL per transaction, on average over what the slot keeps, at most, for a catch-up:
+/// small transactions are where the walsender's socket work is most of the cost. Larger
+/// ones are better streamed: the stream overlaps decoding with applying (a catch-up read
+/// decodes its whole chunk before the first row leaves the server), and streams a large
+/// transaction while it is still being decoded.
+const SMALL_TXN_WAL: u64 = 1024;
 /// How long the end of a catch-up waits for the writer to make its last commits durable.
 const DURABLE_WAIT: Duration = Duration::from_secs(2);
 
@@ -67,7 +74,14 @@ pub(super) async fn run(
         };
         let from = slot.confirmed.max(applier.progress());
         let behind = slot.wal_end.0.saturating_sub(from.0);
-        if slot.active || behind < min {
+        let per_txn = slot.wal_end.0.saturating_sub(slot.restart.0) / slot.xacts.max(1);
+        if slot.active || behind < min || per_txn > SMALL_TXN_WAL {
+            if behind >= min {
+                tracing::debug!(
+                    direction = ?link.direction, behind_mb = behind >> 20, wal_per_txn = per_txn,
+                    active = slot.active, "streaming the backlog"
+                );
+            }
             return Ok(false);
         }
         let upto = if behind > CHUNK {
@@ -107,6 +121,10 @@ struct SlotState {
     /// The server's end of WAL (its replay position on a standby).
     wal_end: Lsn,
     confirmed: Lsn,
+    /// Where decoding of the slot starts, and how many transaction ids were assigned
+    /// since the oldest transaction it keeps: the average WAL of a transaction.
+    restart: Lsn,
+    xacts: u64,
     active: bool,
 }
 
@@ -115,7 +133,8 @@ async fn slot_state(client: &Client, slot: &str) -> Result<Option<SlotState>, Ta
         .query_opt(
             "SELECT (CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() \
                      ELSE pg_catalog.pg_current_wal_lsn() END)::text, \
-                    confirmed_flush_lsn::text, active \
+                    confirmed_flush_lsn::text, restart_lsn::text, \
+                    coalesce(pg_catalog.age(catalog_xmin), 0)::int8, active \
              FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
             &[&slot],
         )
@@ -130,7 +149,9 @@ async fn slot_state(client: &Client, slot: &str) -> Result<Option<SlotState>, Ta
     Ok(Some(SlotState {
         wal_end: lsn(0),
         confirmed: lsn(1),
-        active: row.get(2),
+        restart: lsn(2),
+        xacts: u64::try_from(row.get::<_, i64>(3)).unwrap_or_default(),
+        active: row.get(4),
     }))
 }
 
