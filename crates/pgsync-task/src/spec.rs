@@ -290,7 +290,11 @@ exclude = []
         assert_eq!(spec.name, "shop");
         assert_eq!(spec.destination.describe(), "postgres@127.0.0.1:5433/shop");
         assert_eq!(spec.sync.copy_workers, 4);
+        assert_eq!(spec.sync.catch_up_min_wal_mb, 16);
         assert!(spec.mapping.is_identity());
+        let never = GOOD.replace("ddl = true", "ddl = true\ncatch_up_min_wal_mb = 0");
+        let spec = TaskSpec::from_toml(&never, "shop.toml").unwrap();
+        assert_eq!(spec.sync.catch_up_min_wal_mb, 0);
     }
 
     #[test]
